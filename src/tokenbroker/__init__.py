@@ -1,0 +1,70 @@
+"""tokenbroker: a valid access token for every installation of your app."""
+
+from __future__ import annotations
+
+from .auth import BrokerAuth
+from .backends import store_from_url
+from .client import TokenBroker
+from .core import (
+    Clock,
+    ConfigError,
+    Installation,
+    InstallationStatus,
+    InstallationStore,
+    InstanceNotInstalled,
+    InvalidCredentials,
+    Lease,
+    ManualClock,
+    ProviderError,
+    RateLimited,
+    RefreshPolicy,
+    Secret,
+    StorageError,
+    Store,
+    SystemClock,
+    Token,
+    TokenBrokerError,
+    TokenKey,
+    TokenProvider,
+    TokenState,
+    TokenStore,
+    TransientProviderError,
+)
+from .plugins import hookimpl
+from .plugins.registry import ProviderConfig
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokerAuth",
+    "Clock",
+    "ConfigError",
+    "Installation",
+    "InstallationStatus",
+    "InstallationStore",
+    "InstanceNotInstalled",
+    "InvalidCredentials",
+    "Lease",
+    "ManualClock",
+    "ProviderConfig",
+    "ProviderError",
+    "RateLimited",
+    "RefreshPolicy",
+    "Secret",
+    "Settings",
+    "StorageError",
+    "Store",
+    "SystemClock",
+    "Token",
+    "TokenBroker",
+    "TokenBrokerError",
+    "TokenKey",
+    "TokenProvider",
+    "TokenState",
+    "TokenStore",
+    "TransientProviderError",
+    "__version__",
+    "hookimpl",
+    "store_from_url",
+]

@@ -1,0 +1,5 @@
+"""``python -m tokenbroker``."""
+
+from .cli import main
+
+main()

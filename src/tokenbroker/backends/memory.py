@@ -1,0 +1,157 @@
+"""``memory://``: a bounded, thread-safe store inside one process.
+
+Useful for tests, scripts and single-process apps. Nothing is shared with
+other processes, so the broker puts no near cache in front of it. Options in
+the URL: ``memory://?max_tokens=10000`` (least recently used tokens are
+evicted first; installations are never evicted).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+from ..core.errors import ConfigError
+from ..core.installation import Installation
+from ..core.protocols import Lease
+from ..core.token import Token, TokenKey
+from .base import installation_wins
+
+DEFAULT_MAX_TOKENS: Final = 100_000
+
+
+class MemoryStore:
+    """Tokens, leases and installations in dictionaries behind one lock."""
+
+    shared = False
+
+    def __init__(
+        self, *, max_tokens: int = DEFAULT_MAX_TOKENS, url: str = "memory://"
+    ) -> None:
+        if max_tokens < 1:
+            raise ConfigError(f"memory store max_tokens must be at least 1, not {max_tokens}")
+        self.url = url
+        self._max_tokens = max_tokens
+        self._lock = threading.Lock()
+        self._tokens: OrderedDict[TokenKey, Token] = OrderedDict()
+        self._leases: dict[TokenKey, Lease] = {}
+        self._installations: dict[tuple[str, str], Installation] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        """``memory://`` or ``memory://?max_tokens=N``."""
+        query = parse_qs(urlsplit(url).query)
+        raw = query.pop("max_tokens", [str(DEFAULT_MAX_TOKENS)])[-1]
+        if query:
+            raise ConfigError(f"unknown memory store option(s): {', '.join(sorted(query))}")
+        try:
+            max_tokens = int(raw)
+        except ValueError:
+            raise ConfigError(f"memory store max_tokens must be a whole number, not {raw!r}") from None
+        return cls(max_tokens=max_tokens, url=url)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(url={self.url!r}, tokens={len(self._tokens)})"
+
+    # tokens
+    def get_token(self, key: TokenKey) -> Token | None:
+        with self._lock:
+            token = self._tokens.get(key)
+            if token is not None:
+                self._tokens.move_to_end(key)
+            return token
+
+    def put_token(self, token: Token) -> bool:
+        with self._lock:
+            stored = self._tokens.get(token.key)
+            if stored is not None and stored.obtained_at > token.obtained_at:
+                return False
+            self._tokens[token.key] = token
+            self._tokens.move_to_end(token.key)
+            while len(self._tokens) > self._max_tokens:
+                self._tokens.popitem(last=False)
+            return True
+
+    def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
+        with self._lock:
+            stored = self._tokens.get(key)
+            if stored is None or (only is not None and stored.access_token != only):
+                return False
+            del self._tokens[key]
+            return True
+
+    # leases: monotonic time is right here, the lease never leaves the process
+    def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
+        now = time.monotonic()
+        with self._lock:
+            held = self._leases.get(key)
+            if held is not None and held.expires_at > now:
+                return None
+            lease = Lease(key=key, owner=secrets.token_hex(8), expires_at=now + ttl)
+            self._leases[key] = lease
+            return lease
+
+    def release_lease(self, lease: Lease) -> bool:
+        with self._lock:
+            held = self._leases.get(lease.key)
+            if held is None or held.owner != lease.owner:
+                return False
+            del self._leases[lease.key]
+            return True
+
+    # installations
+    def get_installation(self, app_id: str, instance_id: str) -> Installation | None:
+        with self._lock:
+            return self._installations.get((app_id, instance_id))
+
+    def put_installation(self, installation: Installation) -> bool:
+        ident = (installation.app_id, installation.instance_id)
+        with self._lock:
+            if not installation_wins(installation, self._installations.get(ident)):
+                return False
+            self._installations[ident] = installation
+            return True
+
+    def iter_installations(
+        self, app_id: str, *, include_removed: bool = False
+    ) -> Iterator[Installation]:
+        with self._lock:
+            found = [
+                inst
+                for (app, _), inst in sorted(self._installations.items())
+                if app == app_id and (include_removed or inst.active)
+            ]
+        return iter(found)
+
+    def close(self) -> None:
+        """Nothing to release; the data lives as long as the object."""
+
+    # No I/O happens here, so the async twins call straight through.
+    async def aget_token(self, key: TokenKey) -> Token | None:
+        return self.get_token(key)
+
+    async def aput_token(self, token: Token) -> bool:
+        return self.put_token(token)
+
+    async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
+        return self.delete_token(key, only=only)
+
+    async def aacquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
+        return self.acquire_lease(key, ttl)
+
+    async def arelease_lease(self, lease: Lease) -> bool:
+        return self.release_lease(lease)
+
+    async def aget_installation(self, app_id: str, instance_id: str) -> Installation | None:
+        return self.get_installation(app_id, instance_id)
+
+    async def aput_installation(self, installation: Installation) -> bool:
+        return self.put_installation(installation)
+
+    async def aclose(self) -> None:
+        self.close()

@@ -1,0 +1,751 @@
+"""``sqlite:///path``, ``postgresql+psycopg://…``, ``mysql+pymysql://…``: one SQL store.
+
+SQLAlchemy Core with the same statements on every dialect. Every guarantee of
+the ``Store`` protocol comes from primary keys and conditional writes, never
+from dialect-specific upserts:
+
+* ``put_token`` is ``UPDATE … WHERE obtained_at <= new``, then ``INSERT``; a
+  duplicate key on that insert means someone raced us and the row is checked
+  again under a row lock.
+* a lease is a row; acquiring deletes an expired row for the key and inserts
+  a new one in one transaction, so the primary key admits one winner.
+* installations are read under ``SELECT … FOR UPDATE`` and written only when
+  ``installation_wins`` says so.
+
+Times are stored as integer microseconds since the epoch (exact, sortable,
+the same type everywhere). Tables are created on first use; the URL query may
+carry ``table_prefix=…`` to keep several deployments in one database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.pool import StaticPool
+
+from tokenbroker.backends.base import ThreadedAsyncMixin, installation_wins
+from tokenbroker.backends.urls import redact_url, url_passwords
+from tokenbroker.core.errors import ConfigError, StorageError
+from tokenbroker.core.installation import Installation, InstallationStatus
+from tokenbroker.core.protocols import Lease
+from tokenbroker.core.token import Token, TokenKey
+
+__all__ = ["SCHEMA_VERSION", "SQLStore"]
+
+log = logging.getLogger("tokenbroker.store")
+
+SCHEMA_VERSION: Final = 1
+DEFAULT_TABLE_PREFIX: Final = "tokenbroker_"
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+_PREFIX_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_ITER_BATCH: Final = 500
+_TRANSIENT_RETRIES: Final = 4
+_CREATE_ATTEMPTS: Final = 5
+# Which pip extra brings the driver a dialect imports.
+_EXTRAS: Final = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+_DRIVERS: Final = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+
+T = TypeVar("T")
+
+
+def _ident(length: int) -> sa.types.TypeEngine[str]:
+    # Keys compare byte for byte everywhere: PostgreSQL's "C" collation here,
+    # the table's utf8mb4_bin on MySQL, BINARY on SQLite. Iteration order then
+    # matches Python's sorted(), and "Abc" and "abc" stay two installations.
+    return sa.String(length).with_variant(postgresql.VARCHAR(length, collation="C"), "postgresql")
+
+
+# utf8mb4 keys cost 4 bytes a character: the widest primary key here
+# (64 + 128 + 256 characters) takes 1792 of InnoDB's 3072 bytes.
+_MYSQL_TABLE: Final[dict[str, Any]] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+class _Tables:
+    def __init__(self, prefix: str) -> None:
+        self.metadata = sa.MetaData()
+        self.tokens = sa.Table(
+            f"{prefix}tokens",
+            self.metadata,
+            sa.Column("provider", _ident(64), primary_key=True),
+            sa.Column("app_id", _ident(128), primary_key=True),
+            sa.Column("instance_id", _ident(256), primary_key=True),
+            sa.Column("access_token", sa.Text, nullable=False),
+            sa.Column("token_type", sa.String(32), nullable=False),
+            sa.Column("obtained_at", sa.BigInteger, nullable=False),
+            sa.Column("expires_at", sa.BigInteger, nullable=False),
+            sa.Column("refresh_at", sa.BigInteger, nullable=True),
+            sa.Column("must_refresh_at", sa.BigInteger, nullable=True),
+            **_MYSQL_TABLE,
+        )
+        self.installations = sa.Table(
+            f"{prefix}installations",
+            self.metadata,
+            sa.Column("app_id", _ident(128), primary_key=True),
+            sa.Column("instance_id", _ident(256), primary_key=True),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("installed_at", sa.BigInteger, nullable=True),
+            sa.Column("removed_at", sa.BigInteger, nullable=True),
+            sa.Column("setup_finished_at", sa.BigInteger, nullable=True),
+            sa.Column("origin_instance_id", sa.String(256), nullable=True),
+            sa.Column("updated_at", sa.BigInteger, nullable=True),
+            sa.Column("extra", sa.Text, nullable=False),
+            **_MYSQL_TABLE,
+        )
+        self.leases = sa.Table(
+            f"{prefix}leases",
+            self.metadata,
+            sa.Column("provider", _ident(64), primary_key=True),
+            sa.Column("app_id", _ident(128), primary_key=True),
+            sa.Column("instance_id", _ident(256), primary_key=True),
+            sa.Column("owner", sa.String(64), nullable=False),
+            sa.Column("expires_at", sa.BigInteger, nullable=False),
+            **_MYSQL_TABLE,
+        )
+        self.schema = sa.Table(
+            f"{prefix}schema",
+            self.metadata,
+            sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+            **_MYSQL_TABLE,
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return [table.name for table in self.metadata.sorted_tables]
+
+
+# --- values <-> rows -------------------------------------------------------
+
+
+def _to_micros(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: tokenbroker only handles timezone-aware times")
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _opt_micros(moment: datetime | None) -> int | None:
+    return None if moment is None else _to_micros(moment)
+
+
+class _Corrupt(Exception):
+    """A stored row that cannot be turned back into a value."""
+
+
+def _from_micros(value: object, column: str) -> datetime:
+    # bool is an int subclass; a driver never hands one back for BIGINT.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _Corrupt(f"{column} is {value!r}")
+    try:
+        return _EPOCH + value * _MICROSECOND
+    except OverflowError:
+        raise _Corrupt(f"{column} is out of range") from None
+
+
+def _opt_from_micros(value: object, column: str) -> datetime | None:
+    return None if value is None else _from_micros(value, column)
+
+
+def _text(value: object, column: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Corrupt(f"{column} is {'empty' if value == '' else type(value).__name__}")
+    return value
+
+
+def _key_of(key: TokenKey) -> dict[str, str]:
+    return {"provider": key.provider, "app_id": key.app_id, "instance_id": key.instance_id}
+
+
+def _token_values(token: Token) -> dict[str, Any]:
+    return {
+        "access_token": token.access_token,
+        "token_type": token.token_type,
+        "obtained_at": _to_micros(token.obtained_at),
+        "expires_at": _to_micros(token.expires_at),
+        "refresh_at": _opt_micros(token.refresh_at),
+        "must_refresh_at": _opt_micros(token.must_refresh_at),
+    }
+
+
+def _token_from_row(key: TokenKey, row: sa.Row[Any]) -> Token:
+    return Token(
+        key=key,
+        access_token=_text(row.access_token, "access_token"),
+        token_type=_text(row.token_type, "token_type"),
+        obtained_at=_from_micros(row.obtained_at, "obtained_at"),
+        expires_at=_from_micros(row.expires_at, "expires_at"),
+        refresh_at=_opt_from_micros(row.refresh_at, "refresh_at"),
+        must_refresh_at=_opt_from_micros(row.must_refresh_at, "must_refresh_at"),
+    )
+
+
+def _installation_values(inst: Installation) -> dict[str, Any]:
+    return {
+        "status": inst.status.value,
+        "installed_at": _opt_micros(inst.installed_at),
+        "removed_at": _opt_micros(inst.removed_at),
+        "setup_finished_at": _opt_micros(inst.setup_finished_at),
+        "origin_instance_id": inst.origin_instance_id,
+        "updated_at": _opt_micros(inst.updated_at),
+        # Sorted keys: the same record always makes the same text.
+        "extra": json.dumps(dict(inst.extra), sort_keys=True, separators=(",", ":")),
+    }
+
+
+def _installation_from_row(row: sa.Row[Any]) -> Installation:
+    try:
+        status = InstallationStatus(row.status)
+    except ValueError:
+        raise _Corrupt(f"status is {row.status!r}") from None
+    try:
+        extra = json.loads(row.extra)
+    except (TypeError, ValueError):
+        raise _Corrupt("extra is not JSON") from None
+    if not isinstance(extra, dict):
+        raise _Corrupt(f"extra is a JSON {type(extra).__name__}, not an object")
+    origin = row.origin_instance_id
+    if origin is not None and not isinstance(origin, str):
+        raise _Corrupt(f"origin_instance_id is {type(origin).__name__}")
+    return Installation(
+        app_id=row.app_id,
+        instance_id=row.instance_id,
+        status=status,
+        installed_at=_opt_from_micros(row.installed_at, "installed_at"),
+        removed_at=_opt_from_micros(row.removed_at, "removed_at"),
+        setup_finished_at=_opt_from_micros(row.setup_finished_at, "setup_finished_at"),
+        origin_instance_id=origin,
+        updated_at=_opt_from_micros(row.updated_at, "updated_at"),
+        extra=extra,
+    )
+
+
+# --- errors ------------------------------------------------------------------
+
+
+def _is_transient(error: exc.DBAPIError) -> bool:
+    """Deadlocks and serialization failures: the server asks us to run it again."""
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) in ("40001", "40P01"):  # PostgreSQL
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1213, 1205)  # MySQL: deadlock, lock wait timeout
+
+
+def _missing_driver(url: URL, error: ImportError) -> ConfigError:
+    backend = url.get_backend_name()
+    module = error.name or str(error)
+    extra = _EXTRAS.get(backend)
+    if extra is None:
+        return ConfigError(
+            f"the driver for {url.drivername}:// is not installed (no module {module!r})"
+        )
+    hint = f"pip install 'tokenbroker[{extra}]'"
+    if url.drivername != _DRIVERS.get(backend, url.drivername):
+        hint += f" and use {_DRIVERS[backend]}:// URLs"
+    return ConfigError(
+        f"the driver for {url.drivername}:// is not installed (no module {module!r}): {hint}"
+    )
+
+
+# --- the store ---------------------------------------------------------------
+
+
+class SQLStore(ThreadedAsyncMixin):
+    """Tokens, leases and installations in a SQL database shared by every process.
+
+    Thread-safe: each call runs in its own short transaction on a pooled
+    connection. The async twins run the same calls in worker threads.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = redact_url(url)
+        self._passwords = url_passwords(url)
+        try:
+            sa_url = make_url(url)
+        except (exc.ArgumentError, ValueError, TypeError):
+            raise ConfigError(f"not a SQL database URL: {self.url}") from None
+        from_query = sa_url.query.get("table_prefix")
+        if from_query is not None:
+            if isinstance(from_query, tuple):
+                raise ConfigError(f"table_prefix is given more than once in {self.url}")
+            if table_prefix not in (DEFAULT_TABLE_PREFIX, from_query):
+                raise ConfigError(
+                    f"table_prefix {table_prefix!r} conflicts with {from_query!r} in {self.url}"
+                )
+            table_prefix = from_query
+            sa_url = sa_url.difference_update_query(["table_prefix"])
+        if not _PREFIX_RE.fullmatch(table_prefix):
+            raise ConfigError(
+                f"table_prefix {table_prefix!r} must match [A-Za-z_][A-Za-z0-9_]{{0,30}}"
+            )
+        self.table_prefix = table_prefix
+        self._tables = _Tables(table_prefix)
+        self._sqlite_path: Path | None = None
+        # One in-memory SQLite connection serves every thread: its transactions
+        # must take turns, or one thread's BEGIN lands inside another's.
+        self._serial: AbstractContextManager[Any] = nullcontext()
+        self._engine = self._create_engine(sa_url, dict(engine_options or {}))
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SQLStore(url={self.url!r})"
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for maintenance scripts and tests."""
+        return self._engine
+
+    @property
+    def table_names(self) -> list[str]:
+        """The tables this store uses (they share ``table_prefix``)."""
+        return self._tables.names
+
+    # --- engine ----------------------------------------------------------
+
+    def _create_engine(self, url: URL, options: dict[str, Any]) -> Engine:
+        backend = url.get_backend_name()
+        sqlite = backend == "sqlite"
+        if sqlite:
+            database = url.database or ""
+            if database in ("", ":memory:") or "mode=memory" in database:
+                options.setdefault("poolclass", StaticPool)
+                options.setdefault("connect_args", {"check_same_thread": False})
+                self._serial = threading.RLock()
+            elif url.query.get("uri"):
+                # A "file:" URI is SQLite's to read; we leave its path alone.
+                options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            else:
+                self._sqlite_path = Path(database)
+                options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        else:
+            # Reconnect after a server restart or an idle timeout rather than fail once.
+            options.setdefault("pool_pre_ping", True)
+        if backend in ("mysql", "mariadb"):
+            # READ COMMITTED: no gap locks, so concurrent "update, else insert"
+            # writers meet on the primary key instead of deadlocking.
+            options.setdefault("isolation_level", "READ COMMITTED")
+            options.setdefault("pool_recycle", 3600)
+            if "charset" not in url.query:
+                url = url.update_query_dict({"charset": "utf8mb4"})
+        try:
+            engine = sa.create_engine(url, **options)
+        except ImportError as error:
+            raise _missing_driver(url, error) from None
+        except exc.ArgumentError as error:
+            raise ConfigError(f"bad SQL store settings for {self.url}: {error}") from None
+        if sqlite:
+            _sqlite_transactions(engine)
+        return engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- plumbing ----------------------------------------------------------
+
+    def _storage_error(self, what: str, error: BaseException) -> StorageError:
+        cause = getattr(error, "orig", None) or error
+        lines = str(cause).strip().splitlines()
+        reason = lines[0] if lines else ""
+        for password in self._passwords:
+            reason = reason.replace(password, "***")
+        name = type(cause).__name__
+        return StorageError(f"{what} failed on {self.url}: {name}: {reason}"[:500])
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        with self._serial, self._engine.connect() as conn:
+            if not write:
+                # Read by the SQLite "begin" hook; other dialects ignore it.
+                conn.execution_options(tokenbroker_read_only=True)
+            with conn.begin():
+                yield conn
+
+    def _run(
+        self,
+        what: str,
+        work: Callable[[Connection], T],
+        *,
+        write: bool,
+        on_conflict: Callable[[], T] | None = None,
+    ) -> T:
+        """Run ``work`` in one transaction, again if the server asks, errors translated."""
+        self._ensure_ready()
+        return self._run_raw(what, work, write=write, on_conflict=on_conflict)
+
+    def _run_raw(
+        self,
+        what: str,
+        work: Callable[[Connection], T],
+        *,
+        write: bool,
+        on_conflict: Callable[[], T] | None = None,
+    ) -> T:
+        attempt = 0
+        while True:
+            try:
+                with self._transaction(write=write) as conn:
+                    return work(conn)
+            except exc.IntegrityError as error:
+                if on_conflict is None:
+                    raise self._storage_error(what, error) from None
+                # Outside the failed transaction: PostgreSQL aborts it on the error.
+                return on_conflict()
+            except exc.DBAPIError as error:
+                attempt += 1
+                if attempt <= _TRANSIENT_RETRIES and _is_transient(error):
+                    continue
+                raise self._storage_error(what, error) from None
+            except (exc.SQLAlchemyError, OSError) as error:
+                raise self._storage_error(what, error) from None
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:  # another thread may have finished while we waited
+                self._prepare_sqlite_path()
+                self._create_tables()
+                self._check_schema()
+                self._ready = True
+
+    def _prepare_sqlite_path(self) -> None:
+        path = self._sqlite_path
+        if path is None:
+            return
+        parent = path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"SQLite database {path}: cannot create directory {parent}: "
+                f"{error.strerror or type(error).__name__}"
+            ) from None
+        if not parent.is_dir():
+            raise StorageError(f"SQLite database {path}: {parent} is not a directory")
+        target = path if path.exists() else parent
+        if not os.access(target, os.R_OK | os.W_OK):
+            raise StorageError(f"SQLite database {path}: {target} is not writable")
+
+    def _create_tables(self) -> None:
+        for attempt in range(1, _CREATE_ATTEMPTS + 1):
+            try:
+                with self._transaction(write=True) as conn:
+                    self._tables.metadata.create_all(conn, checkfirst=True)
+                return
+            except exc.DBAPIError as error:
+                # Another process created a table between our check and our
+                # CREATE ("already exists", or PostgreSQL's duplicate pg_type
+                # row): fine if every table is there now, else go again.
+                if not self._missing_tables():
+                    return
+                if attempt == _CREATE_ATTEMPTS:
+                    raise self._storage_error("creating tables", error) from None
+            except (exc.SQLAlchemyError, OSError) as error:
+                raise self._storage_error("creating tables", error) from None
+
+    def _missing_tables(self) -> list[str]:
+        try:
+            with self._transaction(write=False) as conn:
+                inspector = sa.inspect(conn)
+                return [name for name in self._tables.names if not inspector.has_table(name)]
+        except (exc.SQLAlchemyError, OSError) as error:
+            raise self._storage_error("inspecting tables", error) from None
+
+    def _check_schema(self) -> None:
+        schema = self._tables.schema
+
+        def record(conn: Connection) -> int:
+            found = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
+            if found is None:
+                conn.execute(schema.insert().values(version=SCHEMA_VERSION))
+                return SCHEMA_VERSION
+            return int(found)
+
+        # Two processes may both find the table empty; the loser reads the winner's row.
+        version = self._run_raw(
+            "recording the schema version",
+            record,
+            write=True,
+            on_conflict=lambda: self._run_raw("reading the schema version", record, write=True),
+        )
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"the tables in {self.url} (prefix {self.table_prefix!r}) have schema "
+                f"version {version}; this tokenbroker understands up to {SCHEMA_VERSION}: "
+                "upgrade tokenbroker"
+            )
+
+    def schema_version(self) -> int | None:
+        """The schema version recorded in the database, or ``None`` before first use."""
+        schema = self._tables.schema
+
+        def read(conn: Connection) -> int | None:
+            if not sa.inspect(conn).has_table(schema.name):
+                return None
+            found = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
+            return None if found is None else int(found)
+
+        self._prepare_sqlite_path()
+        return self._run_raw("reading the schema version", read, write=False)
+
+    # --- tokens ------------------------------------------------------------
+
+    def _token_where(self, key: TokenKey) -> sa.ColumnElement[bool]:
+        t = self._tables.tokens
+        return sa.and_(
+            t.c.provider == key.provider,
+            t.c.app_id == key.app_id,
+            t.c.instance_id == key.instance_id,
+        )
+
+    def get_token(self, key: TokenKey) -> Token | None:
+        t = self._tables.tokens
+
+        def read(conn: Connection) -> sa.Row[Any] | None:
+            return conn.execute(sa.select(t).where(self._token_where(key))).first()
+
+        row = self._run("get_token", read, write=False)
+        return None if row is None else self._decode_token(key, row)
+
+    def _decode_token(self, key: TokenKey, row: sa.Row[Any]) -> Token | None:
+        try:
+            return _token_from_row(key, row)
+        except _Corrupt as why:
+            log.warning("ignoring corrupted token for %s in %s: %s", key, self.url, why)
+            return None
+
+    def put_token(self, token: Token) -> bool:
+        t = self._tables.tokens
+        values = _token_values(token)
+        where = self._token_where(token.key)
+        newer_or_equal = sa.and_(where, t.c.obtained_at <= values["obtained_at"])
+
+        def update(conn: Connection) -> bool:
+            return conn.execute(t.update().where(newer_or_equal).values(values)).rowcount == 1
+
+        def insert(conn: Connection) -> bool:
+            conn.execute(t.insert().values(**_key_of(token.key), **values))
+            return True
+
+        def settle(conn: Connection) -> bool | None:
+            # A row blocked both writes. Lock it and look: a later valid token
+            # wins; a corrupted row, or one that an older writer slipped in
+            # meanwhile, is replaced. None: the row vanished, start again.
+            row = conn.execute(sa.select(t).where(where).with_for_update()).first()
+            if row is None:
+                return None
+            stored = self._decode_token(token.key, row)
+            if stored is not None and stored.obtained_at > token.obtained_at:
+                return False
+            return conn.execute(t.update().where(where).values(values)).rowcount == 1
+
+        for _ in range(3):
+            if self._run("put_token", update, write=True):
+                return True
+            if self._run("put_token", insert, write=True, on_conflict=lambda: False):
+                return True
+            settled = self._run("put_token", settle, write=True)
+            if settled is not None:
+                return settled
+        return False  # the row kept vanishing under us: report it unwritten
+
+    def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
+        t = self._tables.tokens
+        where = self._token_where(key)
+        if only is not None:
+            where = sa.and_(where, t.c.access_token == only)
+
+        def delete(conn: Connection) -> bool:
+            return conn.execute(t.delete().where(where)).rowcount > 0
+
+        return self._run("delete_token", delete, write=True)
+
+    # --- leases --------------------------------------------------------------
+
+    def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
+        # Wall-clock time: the lease is judged by every host sharing the store.
+        now = time.time()
+        lease = Lease(key=key, owner=secrets.token_hex(16), expires_at=now + ttl)
+        lt = self._tables.leases
+        now_us = int(now * 1_000_000)
+        where = sa.and_(
+            lt.c.provider == key.provider,
+            lt.c.app_id == key.app_id,
+            lt.c.instance_id == key.instance_id,
+        )
+
+        def take(conn: Connection) -> Lease | None:
+            conn.execute(lt.delete().where(where, lt.c.expires_at <= now_us))
+            conn.execute(
+                lt.insert().values(
+                    **_key_of(key),
+                    owner=lease.owner,
+                    expires_at=now_us + max(int(ttl * 1_000_000), 0),
+                )
+            )
+            return lease
+
+        return self._run("acquire_lease", take, write=True, on_conflict=lambda: None)
+
+    def release_lease(self, lease: Lease) -> bool:
+        lt = self._tables.leases
+        key = lease.key
+
+        def release(conn: Connection) -> bool:
+            statement = lt.delete().where(
+                lt.c.provider == key.provider,
+                lt.c.app_id == key.app_id,
+                lt.c.instance_id == key.instance_id,
+                lt.c.owner == lease.owner,
+            )
+            return conn.execute(statement).rowcount == 1
+
+        return self._run("release_lease", release, write=True)
+
+    # --- installations -----------------------------------------------------
+
+    def _installation_where(self, app_id: str, instance_id: str) -> sa.ColumnElement[bool]:
+        it = self._tables.installations
+        return sa.and_(it.c.app_id == app_id, it.c.instance_id == instance_id)
+
+    def _decode_installation(self, row: sa.Row[Any]) -> Installation | None:
+        try:
+            return _installation_from_row(row)
+        except _Corrupt as why:
+            log.warning(
+                "ignoring corrupted installation %s:%s in %s: %s",
+                row.app_id,
+                row.instance_id,
+                self.url,
+                why,
+            )
+            return None
+
+    def get_installation(self, app_id: str, instance_id: str) -> Installation | None:
+        it = self._tables.installations
+
+        def read(conn: Connection) -> sa.Row[Any] | None:
+            return conn.execute(
+                sa.select(it).where(self._installation_where(app_id, instance_id))
+            ).first()
+
+        row = self._run("get_installation", read, write=False)
+        return None if row is None else self._decode_installation(row)
+
+    def put_installation(self, installation: Installation) -> bool:
+        it = self._tables.installations
+        values = _installation_values(installation)
+        where = self._installation_where(installation.app_id, installation.instance_id)
+
+        def write(conn: Connection) -> bool:
+            row = conn.execute(sa.select(it).where(where).with_for_update()).first()
+            stored = None if row is None else self._decode_installation(row)
+            if not installation_wins(installation, stored):
+                return False
+            if row is None:
+                conn.execute(
+                    it.insert().values(
+                        app_id=installation.app_id,
+                        instance_id=installation.instance_id,
+                        **values,
+                    )
+                )
+            else:  # a corrupted row is overwritten like a missing one
+                conn.execute(it.update().where(where).values(values))
+            return True
+
+        # A racing insert of the same installation: read it again, now under lock.
+        return self._run(
+            "put_installation",
+            write,
+            write=True,
+            on_conflict=lambda: self._run("put_installation", write, write=True),
+        )
+
+    def iter_installations(
+        self, app_id: str, *, include_removed: bool = False
+    ) -> Iterator[Installation]:
+        it = self._tables.installations
+
+        def batch_after(last: str | None) -> Callable[[Connection], list[sa.Row[Any]]]:
+            query = sa.select(it).where(it.c.app_id == app_id)
+            if not include_removed:
+                query = query.where(it.c.status == InstallationStatus.INSTALLED.value)
+            if last is not None:
+                query = query.where(it.c.instance_id > last)
+            query = query.order_by(it.c.instance_id).limit(_ITER_BATCH)
+            return lambda conn: list(conn.execute(query))
+
+        # The first batch is read now, so a broken store fails at the call,
+        # not at some later next(); each batch is its own short transaction.
+        first = self._run("iter_installations", batch_after(None), write=False)
+
+        def generate(rows: list[sa.Row[Any]]) -> Iterator[Installation]:
+            while True:
+                for row in rows:
+                    found = self._decode_installation(row)
+                    if found is not None:
+                        yield found
+                if len(rows) < _ITER_BATCH:
+                    return
+                rows = self._run(
+                    "iter_installations", batch_after(rows[-1].instance_id), write=False
+                )
+
+        return generate(first)
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """SQLAlchemy's recipe for pysqlite: we emit BEGIN ourselves.
+
+    Writes start with BEGIN IMMEDIATE, taking the write lock up front, so two
+    processes never both read and then both try to upgrade to writing (the
+    deadlock SQLite answers with an immediate "database is locked").
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # stop pysqlite's own BEGINs
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL needs a lock another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        read_only = conn.get_execution_options().get("tokenbroker_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

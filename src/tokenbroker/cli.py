@@ -1,0 +1,235 @@
+"""The ``tokenbroker`` command.
+
+Errors are one line on stderr, never a traceback: exit status 1 for provider
+and storage errors, 2 for usage and configuration errors. Tokens are printed
+only where asked for (``tokenbroker token``); secrets never.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from .client import TokenBroker
+from .core.errors import ConfigError, TokenBrokerError
+from .core.installation import Installation
+from .settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    click.echo(f"tokenbroker: error: {message}", err=True)
+    sys.exit(status)
+
+
+def _scrub(text: str) -> str:
+    """Last line of defence: no configured secret reaches the terminal."""
+    secret = os.environ.get("TOKENBROKER_APP_SECRET")
+    return text.replace(secret, "***") if secret else text
+
+
+class _Group(click.Group):
+    """Turns our errors into one clear line and the right exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            _fail(_scrub(str(exc)), 2)
+        except TokenBrokerError as exc:
+            _fail(_scrub(str(exc)), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # an unexpected bug: still no traceback, no secret
+            if os.environ.get("TOKENBROKER_DEBUG"):
+                raise
+            _fail(f"unexpected {type(exc).__name__}: {_scrub(str(exc))}", 1)
+
+
+def _broker(require_secret: bool = True) -> TokenBroker:
+    return TokenBroker.from_env() if require_secret else _registry_broker()
+
+
+def _registry_broker() -> TokenBroker:
+    """A broker for registry-only commands, which need no app secret."""
+    settings = Settings.from_env(require_secret=False)
+    return TokenBroker(
+        app_id=settings.app_id,
+        app_secret=settings.app_secret or "unused-for-registry-commands",
+        store=settings.store,
+        api_url=settings.api_url,
+    )
+
+
+def _verbose(func: F) -> F:
+    def callback(ctx: click.Context, param: click.Parameter, value: int) -> None:
+        if value:
+            logging.basicConfig(
+                level=logging.DEBUG if value > 1 else logging.INFO,
+                format="%(levelname)s %(name)s: %(message)s",
+            )
+
+    return click.option(
+        "-v", "--verbose", count=True, expose_value=False, callback=callback,
+        help="Log what happens (-vv for debug).",
+    )(func)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tokenbroker")
+def main() -> None:
+    """A valid Wix access token for every installation of your app.
+
+    Configured by TOKENBROKER_APP_ID, TOKENBROKER_APP_SECRET (or
+    TOKENBROKER_APP_SECRET_FILE), TOKENBROKER_STORE and TOKENBROKER_API_URL.
+    """
+
+
+@main.command()
+@click.argument("instance_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with the expiry.")
+@_verbose
+def token(instance_id: str, as_json: bool) -> None:
+    """Print a valid access token for INSTANCE_ID (the raw token alone)."""
+    with _broker() as broker:
+        tok = broker.token(instance_id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "access_token": tok.access_token,
+                    "token_type": tok.token_type,
+                    "expires_at": tok.expires_at.isoformat(),
+                    "instance_id": tok.instance_id,
+                }
+            )
+        )
+    else:
+        click.echo(tok.access_token)
+
+
+@main.command("finish-setup")
+@click.argument("instance_id")
+@_verbose
+def finish_setup(instance_id: str) -> None:
+    """Tell Wix that INSTANCE_ID needs no more setup (APP_FINISHED_CONFIGURATION)."""
+    with _broker() as broker:
+        broker.finish_setup(instance_id)
+    click.echo(f"sent APP_FINISHED_CONFIGURATION for {instance_id}")
+
+
+@main.group()
+def installations() -> None:
+    """The registry of installations (app instances)."""
+
+
+def _row(inst: Installation) -> str:
+    installed = inst.installed_at.isoformat(timespec="seconds") if inst.installed_at else "-"
+    setup = "setup finished" if inst.setup_finished_at else "setup pending"
+    return f"{inst.instance_id}\t{inst.status.value}\t{installed}\t{setup}"
+
+
+@installations.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--all", "include_removed", is_flag=True, help="Include removed installations.")
+def installations_list(as_json: bool, include_removed: bool) -> None:
+    """List recorded installations."""
+    with _broker(require_secret=False) as broker:
+        found = broker.installations(include_removed=include_removed)
+    if as_json:
+        click.echo(json.dumps([inst.to_json() for inst in found], indent=2))
+        return
+    for inst in found:
+        click.echo(_row(inst))
+    if not found:
+        click.echo("no installations recorded", err=True)
+
+
+@installations.command("add")
+@click.argument("instance_ids", nargs=-1, required=True)
+def installations_add(instance_ids: Sequence[str]) -> None:
+    """Record installations by instance id (idempotent)."""
+    with _broker(require_secret=False) as broker:
+        for instance_id in instance_ids:
+            broker.key(instance_id)  # validate them all before writing any
+        for instance_id in instance_ids:
+            broker.add_installation(instance_id)
+            click.echo(f"recorded {instance_id}")
+
+
+@installations.command("remove")
+@click.argument("instance_ids", nargs=-1, required=True)
+def installations_remove(instance_ids: Sequence[str]) -> None:
+    """Mark installations removed and forget their tokens."""
+    with _broker(require_secret=False) as broker:
+        for instance_id in instance_ids:
+            broker.key(instance_id)
+        for instance_id in instance_ids:
+            found = broker.remove_installation(instance_id)
+            click.echo(f"removed {instance_id}" if found else f"{instance_id} was not recorded")
+
+
+@main.command()
+def backends() -> None:
+    """List the registered store URL schemes and the plugin that registered each."""
+    from .plugins.registry import backends as registry  # noqa: PLC0415
+
+    entries = sorted(registry.entries().values(), key=lambda e: e.name)
+    width = max((len(e.name) for e in entries), default=0)
+    for entry in entries:
+        click.echo(f"{entry.name.ljust(width)}  {entry.plugin}  {entry.description}".rstrip())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--app-id", default="demo-app-id", show_default=True)
+@click.option("--app-secret", default="demo-app-secret", show_default=True)
+@click.option("--install", "instances", multiple=True, help="Instance id to install (repeatable).")
+@click.option("--token-lifetime", default=14400, type=click.IntRange(1), show_default=True)
+@click.option("--latency", default=0.0, type=click.FloatRange(0), show_default=True)
+def emulator(
+    host: str,
+    port: int,
+    app_id: str,
+    app_secret: str,
+    instances: Sequence[str],
+    token_lifetime: int,
+    latency: float,
+) -> None:
+    """Run the Wix emulator (Create Access Token, Send BI Event, Get App Instance)."""
+    from .testing.emulator import WixEmulator  # noqa: PLC0415
+
+    emu = WixEmulator(
+        app_id, app_secret, token_lifetime=token_lifetime, latency=latency, host=host, port=port
+    )
+    for instance_id in instances or ("demo-instance",):
+        emu.install(instance_id)
+    url = emu.start()
+    installed = ", ".join(sorted(emu.installed))
+    click.echo(f"Wix emulator on {url} (app id {app_id}); installed: {installed}")
+    click.echo(f"point tokenbroker at it with TOKENBROKER_API_URL={url}; Ctrl-C stops it")
+    emu.serve_forever()
+
+
+@main.command()
+@click.option("--store", default=None, help="Store URL (default: SQLite in a fresh temp dir).")
+def demo(store: str | None) -> None:
+    """Walk through Wix's OAuth guide against an emulator started here."""
+    from .demo import run_demo  # noqa: PLC0415
+
+    run_demo(store, echo=click.echo, style=click.style)
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,50 @@
+"""Protocols and values: the parts every other module builds on."""
+
+from __future__ import annotations
+
+from .clock import Clock, ManualClock, OffsetClock, SystemClock
+from .engine import TokenEngine
+from .errors import (
+    ConfigError,
+    InstanceNotInstalled,
+    InvalidCredentials,
+    ProviderError,
+    RateLimited,
+    StorageError,
+    TokenBrokerError,
+    TransientProviderError,
+)
+from .installation import Installation, InstallationStatus
+from .policy import RefreshPolicy, TokenState
+from .protocols import InstallationStore, Lease, Store, TokenProvider, TokenStore
+from .secret import Secret
+from .token import Token, TokenKey, validate_id
+
+__all__ = [
+    "Clock",
+    "ConfigError",
+    "Installation",
+    "InstallationStatus",
+    "InstallationStore",
+    "InstanceNotInstalled",
+    "InvalidCredentials",
+    "Lease",
+    "ManualClock",
+    "OffsetClock",
+    "ProviderError",
+    "RateLimited",
+    "RefreshPolicy",
+    "Secret",
+    "StorageError",
+    "Store",
+    "SystemClock",
+    "Token",
+    "TokenBrokerError",
+    "TokenEngine",
+    "TokenKey",
+    "TokenProvider",
+    "TokenState",
+    "TokenStore",
+    "TransientProviderError",
+    "validate_id",
+]

@@ -1,0 +1,282 @@
+"""The get-or-refresh engine: the path a token travels, hop by hop.
+
+``get(key)``: near cache → (single-flight) → store → fleet-wide lease → store
+again → provider → policy stamps → store writes (compare-and-set) → lease
+released → listeners told → token returned.
+
+The hops after the near cache are one generator, ``_refresh_flow``, driven by
+``run_sync`` for threads and ``run_async`` for asyncio; the decisions live
+there once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .clock import Clock
+from .errors import ProviderError, StorageError, TokenBrokerError
+from .flow import Flow, Op, run_async, run_sync
+from .nearcache import NearCache
+from .policy import RefreshPolicy, TokenState, state_at
+from .protocols import Lease, TokenProvider, TokenStore
+from .singleflight import TaskFlights, ThreadFlights
+from .token import Token, TokenKey
+
+log = logging.getLogger("tokenbroker")
+
+Source = Literal["store", "provider"]
+AcquiredListener = Callable[[TokenKey, Token, Source], None]
+FailedListener = Callable[[TokenKey, BaseException], None]
+
+
+def _ignore(*_: Any) -> None:
+    """The default listener."""
+
+
+class _SyncPort:
+    """What the flow may do, done synchronously."""
+
+    def __init__(self, store: TokenStore, provider: TokenProvider) -> None:
+        self.get_token = store.get_token
+        self.put_token = store.put_token
+        self.acquire_lease = store.acquire_lease
+        self.release_lease = store.release_lease
+        self.acquire = provider.acquire
+        self.sleep = time.sleep
+
+
+class _AsyncPort:
+    """The same, awaited."""
+
+    def __init__(self, store: TokenStore, provider: TokenProvider) -> None:
+        self.get_token = store.aget_token
+        self.put_token = store.aput_token
+        self.acquire_lease = store.aacquire_lease
+        self.release_lease = store.arelease_lease
+        self.acquire = provider.aacquire
+        self.sleep = asyncio.sleep
+
+
+class TokenEngine:
+    """Hands out tokens that are never expired, fetching each one once.
+
+    ``lease_ttl`` bounds how long one holder may keep a key's lease (it must
+    outlast the provider's whole retry budget); ``wait_timeout`` how long a
+    caller waits for another process's refresh before giving up.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: TokenProvider,
+        store: TokenStore,
+        policy: RefreshPolicy,
+        clock: Clock,
+        near_cache: NearCache | None = None,
+        lease_ttl: float = 30.0,
+        wait_timeout: float = 45.0,
+        on_acquired: AcquiredListener = _ignore,
+        on_failed: FailedListener = _ignore,
+    ) -> None:
+        self.provider = provider
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.near = near_cache
+        self.lease_ttl = lease_ttl
+        self.wait_timeout = wait_timeout
+        self.on_acquired = on_acquired
+        self.on_failed = on_failed
+        self._sync_port = _SyncPort(store, provider)
+        self._async_port = _AsyncPort(store, provider)
+        self._threads: ThreadFlights[TokenKey, Token] = ThreadFlights()
+        self._tasks: TaskFlights[TokenKey, Token] = TaskFlights()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- the hot path ---------------------------------------------------------
+    def get(self, key: TokenKey) -> Token:
+        near = self.near
+        if near is not None:
+            entry = near.get(key)
+            if entry is not None:
+                now = self.clock.time()
+                if now < entry.refresh_at:
+                    return entry.token
+                if now < entry.must_refresh_at and self._threads.in_flight(key):
+                    return entry.token  # advisory: someone is refreshing already
+        return self._get_slow(key)
+
+    async def aget(self, key: TokenKey) -> Token:
+        near = self.near
+        if near is not None:
+            entry = near.get(key)
+            if entry is not None:
+                now = self.clock.time()
+                if now < entry.refresh_at:
+                    return entry.token
+                if now < entry.must_refresh_at:
+                    # advisory: refresh in the background, serve the valid token now
+                    self._refresh_in_background(key)
+                    return entry.token
+        return await self._aget_slow(key)
+
+    # -- single-flight ----------------------------------------------------------
+    def _get_slow(self, key: TokenKey) -> Token:
+        flight, leader = self._threads.join(key)
+        if not leader:
+            return flight.result()
+        try:
+            token = run_sync(self._refresh_flow(key), self._sync_port)
+        except BaseException as exc:
+            flight.set_exception(exc)
+            raise
+        else:
+            flight.set_result(token)
+            return token
+        finally:
+            self._threads.land(key, flight)
+
+    async def _aget_slow(self, key: TokenKey) -> Token:
+        flight, leader = self._tasks.join(key)
+        if not leader:
+            # shield: one waiter being cancelled must not cancel the shared flight
+            return await asyncio.shield(flight)
+        try:
+            token = await run_async(self._refresh_flow(key), self._async_port)
+        except BaseException as exc:
+            flight.set_exception(exc)
+            flight.exception()  # mark retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            flight.set_result(token)
+            return token
+        finally:
+            self._tasks.land(key, flight)
+
+    def _refresh_in_background(self, key: TokenKey) -> None:
+        if self._tasks.in_flight(key):
+            return
+        task = asyncio.get_running_loop().create_task(self._background_refresh(key))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _background_refresh(self, key: TokenKey) -> None:
+        try:
+            await self._aget_slow(key)
+        except TokenBrokerError as exc:  # the caller already has a valid token
+            log.warning("early refresh of %s failed; serving the current token: %s", key, exc)
+
+    # -- the decision core ----------------------------------------------------
+    def _thresholds(self, token: Token) -> tuple[float, float, float]:
+        return self.policy.thresholds(token)
+
+    def _remember(self, token: Token, thresholds: tuple[float, float, float]) -> None:
+        if self.near is not None:
+            self.near.put(token, thresholds)
+
+    def _usable(self, token: Token | None) -> tuple[TokenState, tuple[float, float, float]] | None:
+        if token is None:
+            return None
+        thresholds = self._thresholds(token)
+        return state_at(thresholds, self.clock.time()), thresholds
+
+    def _take_if_fresh(self, key: TokenKey, stored: Token | None) -> Token | None:
+        """A fresh token found in the store: keep it near and use it."""
+        seen = self._usable(stored)
+        if stored is None or seen is None or seen[0] is not TokenState.FRESH:
+            return None
+        self._remember(stored, seen[1])
+        self.on_acquired(key, stored, "store")
+        return stored
+
+    def _refresh_flow(self, key: TokenKey) -> Flow[Token]:
+        stored: Token | None = yield Op("get_token", (key,))
+        if (found := self._take_if_fresh(key, stored)) is not None:
+            return found
+        seen = self._usable(stored)
+        fallback = stored if seen is not None and seen[0] is TokenState.ADVISORY else None
+
+        lease = yield from self._wait_for_lease(key, fallback)
+        if isinstance(lease, Token):
+            return lease
+        try:
+            # Between our first look and our lease another process may have finished.
+            stored = yield Op("get_token", (key,))
+            if (found := self._take_if_fresh(key, stored)) is not None:
+                return found
+            try:
+                fresh: Token = yield Op("acquire", (key,))
+            except ProviderError as exc:
+                self.on_failed(key, exc)
+                if fallback is not None and self.policy.state(
+                    fallback, self.clock.time()
+                ).servable:
+                    log.warning(
+                        "early refresh of %s failed; serving the current token: %s", key, exc
+                    )
+                    return fallback
+                raise
+            token = self.policy.stamp(fresh)
+            written: bool = yield Op("put_token", (token,))
+            if not written:
+                # a newer token landed meanwhile (a slow writer lost the race): use it
+                newer = yield Op("get_token", (key,))
+                seen = self._usable(newer)
+                if newer is not None and seen is not None and seen[0].servable:
+                    token = newer
+            self._remember(token, self._thresholds(token))
+            self.on_acquired(key, token, "provider")
+            return token
+        finally:
+            try:
+                yield Op("release_lease", (lease,))
+            except StorageError as exc:  # it lapses by itself; never mask the real outcome
+                log.warning("could not release the lease on %s: %s", key, exc)
+
+    def _wait_for_lease(self, key: TokenKey, fallback: Token | None) -> Flow[Lease | Token]:
+        """Take the key's lease, or return the token another holder produced."""
+        deadline = time.monotonic() + self.wait_timeout  # waiting is not wall-clock business
+        pause = 0.02
+        while True:
+            lease: Lease | None = yield Op("acquire_lease", (key, self.lease_ttl))
+            if lease is not None:
+                return lease
+            if fallback is not None and self.policy.state(fallback, self.clock.time()).servable:
+                return fallback  # advisory: someone else refreshes, keep serving
+            yield Op("sleep", (pause,))
+            pause = min(pause * 1.5, 0.25)
+            stored: Token | None = yield Op("get_token", (key,))
+            if (found := self._take_if_fresh(key, stored)) is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise StorageError(
+                    f"gave up after {self.wait_timeout:.0f}s waiting for another process "
+                    f"to refresh {key}"
+                )
+
+    # -- invalidation ---------------------------------------------------------
+    def invalidate(self, token: Token) -> None:
+        """Forget ``token`` (say, Wix refused it) without touching a newer one."""
+        if self.near is not None:
+            self.near.discard(token.key, only=token.access_token)
+        self.store.delete_token(token.key, only=token.access_token)
+
+    async def ainvalidate(self, token: Token) -> None:
+        if self.near is not None:
+            self.near.discard(token.key, only=token.access_token)
+        await self.store.adelete_token(token.key, only=token.access_token)
+
+    def forget(self, key: TokenKey) -> None:
+        """Drop any token for ``key`` everywhere (an uninstall)."""
+        if self.near is not None:
+            self.near.discard(key)
+        self.store.delete_token(key)
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)

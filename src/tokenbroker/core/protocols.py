@@ -1,0 +1,120 @@
+"""The extension points: what providers and stores must guarantee."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from .installation import Installation
+from .token import Token, TokenKey
+
+
+@attrs.frozen
+class Lease:
+    """Proof that one caller, fleet-wide, may refresh ``key`` until ``expires_at``."""
+
+    key: TokenKey
+    owner: str
+    expires_at: float
+
+
+@runtime_checkable
+class TokenProvider(Protocol):
+    """Gets new tokens from upstream.
+
+    Implementers guarantee: ``acquire`` either returns a complete, unexpired
+    ``Token`` for ``key`` (refresh stamps may be left ``None``; the policy sets
+    them) or raises a ``ProviderError`` subclass; it never returns garbage and
+    never puts the app secret into an exception, log line or repr. Both methods
+    are safe to call from many threads/tasks at once. ``aacquire`` does no
+    blocking I/O on the event loop.
+    """
+
+    name: str
+
+    def acquire(self, key: TokenKey) -> Token: ...
+
+    async def aacquire(self, key: TokenKey) -> Token: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Keeps tokens, and leases that make one refresh per key fleet-wide.
+
+    Implementers guarantee:
+
+    * every method is atomic and thread-safe; async twins never block the loop;
+    * ``put_token`` is compare-and-set: it does not replace a stored token whose
+      ``obtained_at`` is later than the new one's, and says whether it wrote;
+    * ``delete_token(key, only=...)`` deletes only if the stored access token
+      equals ``only`` (so dropping a rejected token cannot delete a newer one);
+    * ``acquire_lease`` gives at most one live lease per key across every
+      process sharing the store; a lease lapses after ``ttl`` seconds even if
+      its holder died; ``release_lease`` releases only the owner's lease;
+    * a corrupted record reads as missing (with a warning), never as an error.
+
+    ``shared`` says whether other processes see the same data (then the broker
+    keeps a near cache in front of it); ``url`` is printable (no password).
+    """
+
+    shared: bool
+    url: str
+
+    def get_token(self, key: TokenKey) -> Token | None: ...
+
+    def put_token(self, token: Token) -> bool: ...
+
+    def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool: ...
+
+    def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None: ...
+
+    def release_lease(self, lease: Lease) -> bool: ...
+
+    async def aget_token(self, key: TokenKey) -> Token | None: ...
+
+    async def aput_token(self, token: Token) -> bool: ...
+
+    async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool: ...
+
+    async def aacquire_lease(self, key: TokenKey, ttl: float) -> Lease | None: ...
+
+    async def arelease_lease(self, lease: Lease) -> bool: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class InstallationStore(Protocol):
+    """Keeps the registry of installations.
+
+    Implementers guarantee: ``put_installation`` is atomic and keeps the record
+    with the latest ``updated_at`` (a record without one always wins over
+    nothing, and loses to nothing newer); it returns whether it wrote, so a
+    repeated delivery is recognisable. Records are never hard-deleted by the
+    broker: removal is a status.
+    """
+
+    def get_installation(self, app_id: str, instance_id: str) -> Installation | None: ...
+
+    def put_installation(self, installation: Installation) -> bool: ...
+
+    def iter_installations(
+        self, app_id: str, *, include_removed: bool = False
+    ) -> Iterator[Installation]: ...
+
+    async def aget_installation(self, app_id: str, instance_id: str) -> Installation | None: ...
+
+    async def aput_installation(self, installation: Installation) -> bool: ...
+
+
+@runtime_checkable
+class Store(TokenStore, InstallationStore, Protocol):
+    """A backend: both stores behind one URL."""

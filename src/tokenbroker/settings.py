@@ -1,0 +1,106 @@
+"""Settings from the environment, checked up front.
+
+| variable | meaning |
+| --- | --- |
+| ``TOKENBROKER_APP_ID`` | the Wix app id (required) |
+| ``TOKENBROKER_APP_SECRET`` | the app secret (or ``TOKENBROKER_APP_SECRET_FILE``) |
+| ``TOKENBROKER_APP_SECRET_FILE`` | a file holding the secret (Docker/K8s secrets) |
+| ``TOKENBROKER_STORE`` | store URL; default ``sqlite:///`` + ``default_store_path()`` |
+| ``TOKENBROKER_API_URL`` | Wix API base URL; default ``https://www.wixapis.com`` |
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from .core.errors import ConfigError
+from .core.secret import Secret
+from .core.token import validate_id
+from .plugins.wix import DEFAULT_API_URL, validate_api_url
+
+
+def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the embedded SQLite store lives when ``TOKENBROKER_STORE`` is unset:
+    ``$XDG_DATA_HOME/tokenbroker/tokenbroker.db`` (``~/.local/share/...`` when
+    ``XDG_DATA_HOME`` is unset; ``%LOCALAPPDATA%\\tokenbroker`` on Windows)."""
+    env = os.environ if environ is None else environ
+    if sys.platform == "win32" and env.get("LOCALAPPDATA"):
+        base = Path(env["LOCALAPPDATA"])
+    elif env.get("XDG_DATA_HOME"):
+        base = Path(env["XDG_DATA_HOME"])
+    else:
+        base = Path(env.get("HOME") or Path.home()) / ".local" / "share"
+    return base / "tokenbroker" / "tokenbroker.db"
+
+
+def default_store_url(environ: Mapping[str, str] | None = None) -> str:
+    return f"sqlite:///{default_store_path(environ)}"
+
+
+def _secret(env: Mapping[str, str], required: bool) -> Secret | None:
+    value = env.get("TOKENBROKER_APP_SECRET")
+    path = env.get("TOKENBROKER_APP_SECRET_FILE")
+    if value and path:
+        raise ConfigError(
+            "set only one of TOKENBROKER_APP_SECRET and TOKENBROKER_APP_SECRET_FILE"
+        )
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"TOKENBROKER_APP_SECRET_FILE: cannot read {path!r}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise ConfigError(f"TOKENBROKER_APP_SECRET_FILE: {path!r} is empty")
+    if value is not None:
+        value = value.strip()
+    if not value:
+        if required:
+            raise ConfigError(
+                "TOKENBROKER_APP_SECRET is not set (nor TOKENBROKER_APP_SECRET_FILE)"
+            )
+        return None
+    return Secret(value)
+
+
+@attrs.frozen
+class Settings:
+    app_id: str
+    app_secret: Secret | None = attrs.field(repr=False)
+    store: str
+    api_url: str = DEFAULT_API_URL
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, require_secret: bool = True
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        raw_id = env.get("TOKENBROKER_APP_ID", "")
+        if not raw_id.strip():
+            raise ConfigError("TOKENBROKER_APP_ID is not set")
+        try:
+            app_id = validate_id(raw_id.strip(), "TOKENBROKER_APP_ID")
+        except ConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        store = env.get("TOKENBROKER_STORE", "").strip() or default_store_url(env)
+        if "://" not in store:
+            raise ConfigError(
+                f"TOKENBROKER_STORE must be a URL such as sqlite:///path/tokens.db, not {store!r}"
+            )
+        api_url = env.get("TOKENBROKER_API_URL", "").strip() or DEFAULT_API_URL
+        try:
+            api_url = validate_api_url(api_url)
+        except ConfigError as exc:
+            raise ConfigError(f"TOKENBROKER_API_URL: {exc}") from None
+        return cls(
+            app_id=app_id,
+            app_secret=_secret(env, require_secret),
+            store=store,
+            api_url=api_url,
+        )

@@ -1,0 +1,76 @@
+"""The plugin manager: built-ins through entry points, registration, filtering."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from tokenbroker import ConfigError, hookimpl, store_from_url
+from tokenbroker.backends.memory import MemoryStore
+from tokenbroker.plugins import backends, loaded_plugins, plugin_manager, providers, reset_plugins
+from tokenbroker.plugins.registry import RegisterBackend
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("TOKENBROKER_PLUGINS", raising=False)
+    monkeypatch.delenv("TOKENBROKER_DISABLE_PLUGINS", raising=False)
+    reset_plugins()
+    yield
+    reset_plugins()
+
+
+def backend_plugin(scheme: str) -> object:
+    @hookimpl
+    def tokenbroker_register_backends(register: RegisterBackend) -> None:
+        register(scheme, lambda url: MemoryStore(url=url), description="test backend")
+
+    return SimpleNamespace(tokenbroker_register_backends=tokenbroker_register_backends)
+
+
+class TestBuiltins:
+    def test_builtins_are_loaded_through_the_entry_point_group(self) -> None:
+        found = {p.name: p for p in loaded_plugins()}
+        assert found["wix"].distribution == "tokenbroker"
+        assert found["builtin_backends"].module == "tokenbroker.plugins.builtin_backends"
+
+    def test_builtin_backends_and_provider_are_registered_by_their_plugins(self) -> None:
+        assert backends.entries()["sqlite"].plugin == "builtin_backends"
+        assert providers.entries()["wix"].plugin == "wix"
+
+
+class TestRegistration:
+    def test_a_registered_plugin_adds_a_url_scheme(self) -> None:
+        plugin_manager().register(backend_plugin("custom"), name="my_plugin")
+        store = store_from_url("custom://anything")
+        assert store.url == "custom://anything"
+        assert backends.entries()["custom"].plugin == "my_plugin"
+
+    def test_two_plugins_claiming_one_scheme_is_a_config_error_naming_both(self) -> None:
+        plugin_manager().register(backend_plugin("sqlite"), name="usurper")
+        with pytest.raises(ConfigError, match=r"both plugin 'builtin_backends' and plugin 'usurper'"):
+            backends.entries()
+
+    def test_a_driver_suffix_falls_back_to_the_base_scheme(self) -> None:
+        plugin_manager().register(backend_plugin("custom"), name="my_plugin")
+        assert store_from_url("custom+driver://x").url == "custom+driver://x"
+
+
+class TestFiltering:
+    def test_the_allow_list_loads_only_named_plugins(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TOKENBROKER_PLUGINS", "wix")
+        reset_plugins()
+        assert [p.name for p in loaded_plugins()] == ["wix"]
+        with pytest.raises(ConfigError, match="registered schemes: none"):
+            store_from_url("memory://")
+
+    def test_disabled_plugins_are_not_loaded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TOKENBROKER_DISABLE_PLUGINS", "wix, other")
+        reset_plugins()
+        assert "wix" not in {p.name for p in loaded_plugins()}
+        with pytest.raises(ConfigError, match="unknown token provider 'wix'"):
+            from tokenbroker.plugins.registry import provider_factory
+
+            provider_factory("wix")

@@ -1,0 +1,72 @@
+"""Several processes on one SQLite file: one upstream request between them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import tokenbroker
+from tokenbroker.testing.emulator import WixEmulator
+
+from .conftest import APP_ID, APP_SECRET, INSTANCE
+
+WORKER = """
+import json, sys, threading
+from tokenbroker import TokenBroker
+url, store, instance, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.stdin.readline()  # start together
+seen = set()
+with TokenBroker(app_id=%r, app_secret=%r, store=store, api_url=url) as broker:
+    def work():
+        seen.add(broker.token(instance).access_token)
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool: t.start()
+    for t in pool: t.join()
+print(json.dumps(sorted(seen)))
+""" % (APP_ID, APP_SECRET)
+
+
+def spawn_workers(count: int, threads: int, url: str, store: str) -> list[list[str]]:
+    env = dict(os.environ, PYTHONPATH=str(Path(tokenbroker.__file__).parents[1]))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, store, INSTANCE, str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(count)
+    ]
+    for proc in procs:  # release them all at once
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+class TestSharedSQLiteFile:
+    def test_two_processes_on_a_cold_store_make_one_upstream_request(
+        self, wix_emulator: WixEmulator, sqlite_url: str
+    ) -> None:
+        wix_emulator.latency = 0.3  # keep the first request in flight while the other asks
+        results = spawn_workers(2, 10, wix_emulator.url, sqlite_url)
+        assert wix_emulator.token_requests == 1
+        assert len({tok for seen in results for tok in seen}) == 1
+
+    def test_four_processes_of_ten_threads_make_one_upstream_request(
+        self, wix_emulator: WixEmulator, sqlite_url: str
+    ) -> None:
+        wix_emulator.latency = 0.3
+        results = spawn_workers(4, 10, wix_emulator.url, sqlite_url)
+        assert wix_emulator.token_requests == 1
+        assert len({tok for seen in results for tok in seen}) == 1
