@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from pathlib import Path
 
 import httpx
@@ -100,9 +99,12 @@ class TestBadAnswers:
         assert broker.token(INSTANCE).access_token  # and the next call recovers
 
     def test_a_wrong_secret_is_invalid_credentials(self, wix_emulator: WixEmulator) -> None:
-        with TokenBroker(
-            app_id=APP_ID, app_secret="wrong", store="memory://", api_url=wix_emulator.url
-        ) as bad, pytest.raises(InvalidCredentials, match="401"):
+        with (
+            TokenBroker(
+                app_id=APP_ID, app_secret="wrong", store="memory://", api_url=wix_emulator.url
+            ) as bad,
+            pytest.raises(InvalidCredentials, match="401"),
+        ):
             bad.token(INSTANCE)
         assert wix_emulator.token_requests == 1
 
@@ -111,10 +113,17 @@ class TestBadAnswers:
             broker.token("never-installed")
 
     def test_an_unreachable_api_is_a_transient_error(self) -> None:
-        with TokenBroker(
-            app_id=APP_ID, app_secret=APP_SECRET, store="memory://", api_url=free_port_url(),
-            max_attempts=2, timeout=2,
-        ) as broker, pytest.raises(TransientProviderError, match="no answer"):
+        with (
+            TokenBroker(
+                app_id=APP_ID,
+                app_secret=APP_SECRET,
+                store="memory://",
+                api_url=free_port_url(),
+                max_attempts=2,
+                timeout=2,
+            ) as broker,
+            pytest.raises(TransientProviderError, match="no answer"),
+        ):
             broker.token(INSTANCE)
 
     @pytest.mark.parametrize("bad", ["", " ", "x" * 300, "a\nb", "a\tb"])
@@ -142,7 +151,9 @@ class TestAuth:
         old = broker.token(INSTANCE)
         wix_emulator.revoke(old.access_token)
         with httpx.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
-            response = http.post("/apps/v1/bi-event", json={"eventName": "APP_FINISHED_CONFIGURATION"})
+            response = http.post(
+                "/apps/v1/bi-event", json={"eventName": "APP_FINISHED_CONFIGURATION"}
+            )
         assert response.status_code == 200
         assert broker.token(INSTANCE).access_token != old.access_token
         assert wix_emulator.token_requests == 2
@@ -175,7 +186,8 @@ class TestWixApis:
         assert wix_emulator.bi_events == [(INSTANCE, "APP_FINISHED_CONFIGURATION")]
         assert installation.setup_finished_at is not None
         stored = broker.get_installation(INSTANCE)
-        assert stored is not None and stored.setup_finished_at is not None
+        assert stored is not None
+        assert stored.setup_finished_at is not None
 
     async def test_afinish_setup_does_the_same(
         self, broker: TokenBroker, wix_emulator: WixEmulator
@@ -209,7 +221,8 @@ class TestInstallations:
         broker.add_installation(INSTANCE)
         broker.token(INSTANCE)
         removed = broker.remove_installation(INSTANCE)
-        assert removed is not None and removed.status is InstallationStatus.REMOVED
+        assert removed is not None
+        assert removed.status is InstallationStatus.REMOVED
         assert broker.store.get_token(broker.key(INSTANCE)) is None
         assert broker.installations() == []
         assert [i.instance_id for i in broker.installations(include_removed=True)] == [INSTANCE]
@@ -265,11 +278,19 @@ class TestConfiguration:
             ({}, "TOKENBROKER_APP_ID"),
             ({"TOKENBROKER_APP_ID": "a"}, "TOKENBROKER_APP_SECRET"),
             (
-                {"TOKENBROKER_APP_ID": "a", "TOKENBROKER_APP_SECRET": "s", "TOKENBROKER_API_URL": "x"},
+                {
+                    "TOKENBROKER_APP_ID": "a",
+                    "TOKENBROKER_APP_SECRET": "s",
+                    "TOKENBROKER_API_URL": "x",
+                },
                 "TOKENBROKER_API_URL",
             ),
             (
-                {"TOKENBROKER_APP_ID": "a", "TOKENBROKER_APP_SECRET": "s", "TOKENBROKER_STORE": "x"},
+                {
+                    "TOKENBROKER_APP_ID": "a",
+                    "TOKENBROKER_APP_SECRET": "s",
+                    "TOKENBROKER_STORE": "x",
+                },
                 "TOKENBROKER_STORE",
             ),
             (
@@ -291,8 +312,9 @@ class TestConfiguration:
     def test_the_default_store_is_an_sqlite_file_under_xdg_data_home(self, tmp_path: Path) -> None:
         from tokenbroker.settings import Settings
 
-        env = {"TOKENBROKER_APP_ID": "a", "TOKENBROKER_APP_SECRET": "s", "XDG_DATA_HOME": str(tmp_path)}
+        env = {
+            "TOKENBROKER_APP_ID": "a",
+            "TOKENBROKER_APP_SECRET": "s",
+            "XDG_DATA_HOME": str(tmp_path),
+        }
         assert Settings.from_env(env).store == f"sqlite:///{tmp_path}/tokenbroker/tokenbroker.db"
-
-
-

@@ -40,8 +40,12 @@ class TestLogs:
 
         clock = ManualClock()
         with TokenBroker(
-            app_id="test-app-id", app_secret=APP_SECRET, store="memory://",
-            api_url=wix_emulator.url, clock=clock, max_attempts=1,
+            app_id="test-app-id",
+            app_secret=APP_SECRET,
+            store="memory://",
+            api_url=wix_emulator.url,
+            clock=clock,
+            max_attempts=1,
         ) as broker:
             token = broker.token(INSTANCE)
             clock.advance(4 * 3600 - 20 * 60)  # the advisory window

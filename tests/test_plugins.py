@@ -10,7 +10,7 @@ import pytest
 from tokenbroker import ConfigError, hookimpl, store_from_url
 from tokenbroker.backends.memory import MemoryStore
 from tokenbroker.plugins import backends, loaded_plugins, plugin_manager, providers, reset_plugins
-from tokenbroker.plugins.registry import RegisterBackend
+from tokenbroker.plugins.registry import RegisterBackend, provider_factory
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,9 @@ class TestRegistration:
 
     def test_two_plugins_claiming_one_scheme_is_a_config_error_naming_both(self) -> None:
         plugin_manager().register(backend_plugin("sqlite"), name="usurper")
-        with pytest.raises(ConfigError, match=r"both plugin 'builtin_backends' and plugin 'usurper'"):
+        with pytest.raises(
+            ConfigError, match=r"both plugin 'builtin_backends' and plugin 'usurper'"
+        ):
             backends.entries()
 
     def test_a_driver_suffix_falls_back_to_the_base_scheme(self) -> None:
@@ -71,6 +73,4 @@ class TestFiltering:
         reset_plugins()
         assert "wix" not in {p.name for p in loaded_plugins()}
         with pytest.raises(ConfigError, match="unknown token provider 'wix'"):
-            from tokenbroker.plugins.registry import provider_factory
-
             provider_factory("wix")

@@ -13,20 +13,20 @@ from tokenbroker.testing.emulator import WixEmulator
 
 from .conftest import APP_ID, APP_SECRET, INSTANCE
 
-WORKER = """
+WORKER = f"""
 import json, sys, threading
 from tokenbroker import TokenBroker
 url, store, instance, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 sys.stdin.readline()  # start together
 seen = set()
-with TokenBroker(app_id=%r, app_secret=%r, store=store, api_url=url) as broker:
+with TokenBroker(app_id={APP_ID!r}, app_secret={APP_SECRET!r}, store=store, api_url=url) as broker:
     def work():
         seen.add(broker.token(instance).access_token)
     pool = [threading.Thread(target=work) for _ in range(threads)]
     for t in pool: t.start()
     for t in pool: t.join()
 print(json.dumps(sorted(seen)))
-""" % (APP_ID, APP_SECRET)
+"""
 
 
 def spawn_workers(count: int, threads: int, url: str, store: str) -> list[list[str]]:

@@ -79,7 +79,11 @@ def _verbose(func: F) -> F:
             )
 
     return click.option(
-        "-v", "--verbose", count=True, expose_value=False, callback=callback,
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=callback,
         help="Log what happens (-vv for debug).",
     )(func)
 
@@ -228,7 +232,6 @@ def demo(store: str | None) -> None:
     from .demo import run_demo  # noqa: PLC0415
 
     run_demo(store, echo=click.echo, style=click.style)
-
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,18 +23,17 @@ def _ago(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def run_demo(
-    store: str | None, *, echo: Callable[..., Any], style: Callable[..., str]
-) -> None:
+def run_demo(store: str | None, *, echo: Callable[..., Any], style: Callable[..., str]) -> None:
     def step(number: int, title: str) -> None:
         echo(style(f"\n{number}. {title}", bold=True))
 
     def ok(text: str) -> None:
         echo(f"   {style('✓', fg='green')} {text}")
 
-    with tempfile.TemporaryDirectory(prefix="tokenbroker-demo-") as tmp, WixEmulator(
-        APP_ID, APP_SECRET
-    ) as emulator:
+    with (
+        tempfile.TemporaryDirectory(prefix="tokenbroker-demo-") as tmp,
+        WixEmulator(APP_ID, APP_SECRET) as emulator,
+    ):
         store_url = store or f"sqlite:///{Path(tmp) / 'tokenbroker.db'}"
         echo(f"Wix emulator on {emulator.url}, standing in for https://www.wixapis.com")
         echo(f"Store: {store_url}")
@@ -67,7 +66,10 @@ def run_demo(
         step(5, "3h50m later: the token is about to expire, so a new one is requested")
         later = OffsetClock(SystemClock(), offset=3 * 3600 + 50 * 60)
         with TokenBroker(
-            app_id=APP_ID, app_secret=APP_SECRET, store=store_url, api_url=emulator.url,
+            app_id=APP_ID,
+            app_secret=APP_SECRET,
+            store=store_url,
+            api_url=emulator.url,
             clock=later,
         ) as future:
             fresh = future.token(INSTANCE)
@@ -84,7 +86,9 @@ def run_demo(
 
         step(7, "Send BI Event APP_FINISHED_CONFIGURATION")
         installation = broker.finish_setup(INSTANCE)
-        ok(f"Wix recorded {emulator.bi_events[-1][1]}; setup finished at "
-           f"{installation.setup_finished_at:%Y-%m-%d %H:%M:%S} UTC")
+        ok(
+            f"Wix recorded {emulator.bi_events[-1][1]}; setup finished at "
+            f"{installation.setup_finished_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
         broker.close()
         echo(style("\nAll steps of Wix's OAuth guide done.", fg="green", bold=True))

@@ -46,9 +46,7 @@ def _secret(env: Mapping[str, str], required: bool) -> Secret | None:
     value = env.get("TOKENBROKER_APP_SECRET")
     path = env.get("TOKENBROKER_APP_SECRET_FILE")
     if value and path:
-        raise ConfigError(
-            "set only one of TOKENBROKER_APP_SECRET and TOKENBROKER_APP_SECRET_FILE"
-        )
+        raise ConfigError("set only one of TOKENBROKER_APP_SECRET and TOKENBROKER_APP_SECRET_FILE")
     if path:
         try:
             value = Path(path).read_text(encoding="utf-8").strip()
@@ -62,9 +60,7 @@ def _secret(env: Mapping[str, str], required: bool) -> Secret | None:
         value = value.strip()
     if not value:
         if required:
-            raise ConfigError(
-                "TOKENBROKER_APP_SECRET is not set (nor TOKENBROKER_APP_SECRET_FILE)"
-            )
+            raise ConfigError("TOKENBROKER_APP_SECRET is not set (nor TOKENBROKER_APP_SECRET_FILE)")
         return None
     return Secret(value)
 

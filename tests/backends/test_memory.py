@@ -16,3 +16,6 @@ class TestMemoryConformance(StoreConformance):
         store = MemoryStore()
         yield store
         store.close()
+
+    # MemoryStore keeps Python objects: there is no stored encoding to corrupt.
+    test_corrupted_token_reads_as_missing_with_a_warning_and_put_overwrites_it = None  # type: ignore[assignment]

@@ -189,7 +189,11 @@ class TestFreshness:
         assert engine.get(KEY) is first
 
     def test_a_token_written_by_another_process_is_used_without_an_upstream_call(
-        self, engine: TokenEngine, store: MemoryStore, provider: ScriptedProvider, clock: ManualClock
+        self,
+        engine: TokenEngine,
+        store: MemoryStore,
+        provider: ScriptedProvider,
+        clock: ManualClock,
     ) -> None:
         other = RefreshPolicy().stamp(provider._issue(KEY))
         store.put_token(other)
@@ -286,7 +290,11 @@ class TestFleetLease:
         assert provider.calls == 1
 
     def test_a_slow_writer_does_not_overwrite_a_newer_token(
-        self, engine: TokenEngine, store: MemoryStore, provider: ScriptedProvider, clock: ManualClock
+        self,
+        engine: TokenEngine,
+        store: MemoryStore,
+        provider: ScriptedProvider,
+        clock: ManualClock,
     ) -> None:
         newer_holder: list[Token] = []
 

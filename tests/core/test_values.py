@@ -27,7 +27,9 @@ class TestInstanceIdValidation:
         with pytest.raises(ConfigError, match=reason):
             validate_id(value)
 
-    @pytest.mark.parametrize("value", ["inst-1", "x" * 256, "e7a8c1b2-5d6f-4a3b-9c8d-0e1f2a3b4c5d", "ünï"])
+    @pytest.mark.parametrize(
+        "value", ["inst-1", "x" * 256, "e7a8c1b2-5d6f-4a3b-9c8d-0e1f2a3b4c5d", "ünï"]
+    )
     def test_good_ids_pass_unchanged(self, value: str) -> None:
         assert validate_id(value) == value
 

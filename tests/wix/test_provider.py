@@ -53,9 +53,7 @@ def make_provider(script: Script, *, max_attempts: int = 3) -> WixProvider:
         clock=ManualClock(start=T0),
         transport=httpx.MockTransport(script),
     )
-    return WixProvider(
-        config, retry=RetryBudget(max_attempts=max_attempts, backoff_base=0.0)
-    )
+    return WixProvider(config, retry=RetryBudget(max_attempts=max_attempts, backoff_base=0.0))
 
 
 def wix_error(status: int, message: str, code: str = "X", **headers: str) -> httpx.Response:
@@ -172,7 +170,9 @@ class TestRefusals:
 
 class TestRetries:
     def test_server_errors_are_retried_then_succeed(self) -> None:
-        script = Script(wix_error(500, "boom"), wix_error(503, "busy"), httpx.Response(200, json=OK))
+        script = Script(
+            wix_error(500, "boom"), wix_error(503, "busy"), httpx.Response(200, json=OK)
+        )
         assert make_provider(script).acquire(KEY).access_token == "OAUTH2.abc"
         assert len(script.requests) == 3
 
@@ -199,7 +199,9 @@ class TestRetries:
         assert make_provider(script).acquire(KEY).access_token == "OAUTH2.abc"
 
     def test_a_short_retry_after_is_honoured_and_retried(self) -> None:
-        script = Script(wix_error(429, "slow down", **{"Retry-After": "0"}), httpx.Response(200, json=OK))
+        script = Script(
+            wix_error(429, "slow down", **{"Retry-After": "0"}), httpx.Response(200, json=OK)
+        )
         assert make_provider(script).acquire(KEY).access_token == "OAUTH2.abc"
         assert len(script.requests) == 2
 
@@ -241,7 +243,8 @@ class TestRetryAfterParsing:
         now = to_datetime(T0).timestamp()
         got = parse_retry_after(value, now)
         if value and value.startswith("Wed"):
-            assert got is not None and got > 0
+            assert got is not None
+            assert got > 0
         else:
             assert got == seconds
 

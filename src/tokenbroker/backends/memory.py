@@ -30,9 +30,7 @@ class MemoryStore:
 
     shared = False
 
-    def __init__(
-        self, *, max_tokens: int = DEFAULT_MAX_TOKENS, url: str = "memory://"
-    ) -> None:
+    def __init__(self, *, max_tokens: int = DEFAULT_MAX_TOKENS, url: str = "memory://") -> None:
         if max_tokens < 1:
             raise ConfigError(f"memory store max_tokens must be at least 1, not {max_tokens}")
         self.url = url
@@ -52,7 +50,9 @@ class MemoryStore:
         try:
             max_tokens = int(raw)
         except ValueError:
-            raise ConfigError(f"memory store max_tokens must be a whole number, not {raw!r}") from None
+            raise ConfigError(
+                f"memory store max_tokens must be a whole number, not {raw!r}"
+            ) from None
         return cls(max_tokens=max_tokens, url=url)
 
     def __repr__(self) -> str:
@@ -85,9 +85,8 @@ class MemoryStore:
             del self._tokens[key]
             return True
 
-    # leases: monotonic time is right here, the lease never leaves the process
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
-        now = time.monotonic()
+        now = time.time()
         with self._lock:
             held = self._leases.get(key)
             if held is not None and held.expires_at > now:

@@ -71,6 +71,7 @@ def _ident(length: int) -> sa.types.TypeEngine[str]:
     # Keys compare byte for byte everywhere: PostgreSQL's "C" collation here,
     # the table's utf8mb4_bin on MySQL, BINARY on SQLite. Iteration order then
     # matches Python's sorted(), and "Abc" and "abc" stay two installations.
+    # (utf8mb4_bin still ignores trailing spaces; validate_id refuses those.)
     return sa.String(length).with_variant(postgresql.VARCHAR(length, collation="C"), "postgresql")
 
 
@@ -337,16 +338,18 @@ class SQLStore(ThreadedAsyncMixin):
         sqlite = backend == "sqlite"
         if sqlite:
             database = url.database or ""
-            if database in ("", ":memory:") or "mode=memory" in database:
+            connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            if (
+                database in ("", ":memory:")
+                or "mode=memory" in database
+                or url.query.get("mode") == "memory"
+            ):
                 options.setdefault("poolclass", StaticPool)
-                options.setdefault("connect_args", {"check_same_thread": False})
+                connect_args["check_same_thread"] = False
                 self._serial = threading.RLock()
-            elif url.query.get("uri"):
-                # A "file:" URI is SQLite's to read; we leave its path alone.
-                options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-            else:
+            elif not url.query.get("uri"):  # a "file:" URI is SQLite's to read, not ours
                 self._sqlite_path = Path(database)
-                options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            options["connect_args"] = {**connect_args, **options.get("connect_args", {})}
         else:
             # Reconnect after a server restart or an idle timeout rather than fail once.
             options.setdefault("pool_pre_ping", True)
@@ -423,6 +426,9 @@ class SQLStore(ThreadedAsyncMixin):
             except exc.DBAPIError as error:
                 attempt += 1
                 if attempt <= _TRANSIENT_RETRIES and _is_transient(error):
+                    log.debug(
+                        "%s on %s: %s, running it again", what, self.url, type(error.orig).__name__
+                    )
                     continue
                 raise self._storage_error(what, error) from None
             except (exc.SQLAlchemyError, OSError) as error:
@@ -466,20 +472,23 @@ class SQLStore(ThreadedAsyncMixin):
                 # Another process created a table between our check and our
                 # CREATE ("already exists", or PostgreSQL's duplicate pg_type
                 # row): fine if every table is there now, else go again.
-                if not self._missing_tables():
+                missing = self._missing_tables()
+                if missing == []:
                     return
-                if attempt == _CREATE_ATTEMPTS:
+                if missing is None or attempt == _CREATE_ATTEMPTS:
                     raise self._storage_error("creating tables", error) from None
+                log.debug("creating tables in %s raced another process; again", self.url)
             except (exc.SQLAlchemyError, OSError) as error:
                 raise self._storage_error("creating tables", error) from None
 
-    def _missing_tables(self) -> list[str]:
+    def _missing_tables(self) -> list[str] | None:
+        """Our tables that do not exist; None if we cannot even look."""
         try:
             with self._transaction(write=False) as conn:
                 inspector = sa.inspect(conn)
                 return [name for name in self._tables.names if not inspector.has_table(name)]
-        except (exc.SQLAlchemyError, OSError) as error:
-            raise self._storage_error("inspecting tables", error) from None
+        except (exc.SQLAlchemyError, OSError):
+            return None
 
     def _check_schema(self) -> None:
         schema = self._tables.schema

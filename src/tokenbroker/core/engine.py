@@ -212,9 +212,7 @@ class TokenEngine:
                 fresh: Token = yield Op("acquire", (key,))
             except ProviderError as exc:
                 self.on_failed(key, exc)
-                if fallback is not None and self.policy.state(
-                    fallback, self.clock.time()
-                ).servable:
+                if fallback is not None and self.policy.state(fallback, self.clock.time()).servable:
                     log.warning(
                         "early refresh of %s failed; serving the current token: %s", key, exc
                     )

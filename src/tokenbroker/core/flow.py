@@ -36,7 +36,7 @@ def run_sync(flow: Flow[T], port: object) -> T:
         while True:
             try:
                 result = getattr(port, op.name)(*op.args)
-            except BaseException as exc:  # noqa: BLE001 - the flow decides what to catch
+            except BaseException as exc:
                 op = flow.throw(exc)
             else:
                 op = flow.send(result)
@@ -51,7 +51,7 @@ async def run_async(flow: Flow[T], port: object) -> T:
         while True:
             try:
                 result = await getattr(port, op.name)(*op.args)
-            except BaseException as exc:  # noqa: BLE001 - cancellation included: the flow cleans up
+            except BaseException as exc:
                 op = flow.throw(exc)
             else:
                 op = flow.send(result)

@@ -32,7 +32,7 @@ class Installation:
     setup_finished_at: datetime | None = None
     origin_instance_id: str | None = None
     updated_at: datetime | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
     @property
     def active(self) -> bool:
@@ -51,4 +51,5 @@ class Installation:
             "setup_finished_at": iso(self.setup_finished_at),
             "origin_instance_id": self.origin_instance_id,
             "updated_at": iso(self.updated_at),
+            "extra": dict(self.extra),
         }

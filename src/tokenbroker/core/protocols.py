@@ -13,7 +13,8 @@ from .token import Token, TokenKey
 
 @attrs.frozen
 class Lease:
-    """Proof that one caller, fleet-wide, may refresh ``key`` until ``expires_at``."""
+    """Proof that one caller, fleet-wide, may refresh ``key`` until ``expires_at``
+    (wall-clock seconds since the epoch, as the store reckons them)."""
 
     key: TokenKey
     owner: str
@@ -51,7 +52,8 @@ class TokenStore(Protocol):
 
     * every method is atomic and thread-safe; async twins never block the loop;
     * ``put_token`` is compare-and-set: it does not replace a stored token whose
-      ``obtained_at`` is later than the new one's, and says whether it wrote;
+      ``obtained_at`` is later than the new one's (an equal one is replaced), and
+      says whether it wrote;
     * ``delete_token(key, only=...)`` deletes only if the stored access token
       equals ``only`` (so dropping a rejected token cannot delete a newer one);
     * ``acquire_lease`` gives at most one live lease per key across every
@@ -98,8 +100,9 @@ class InstallationStore(Protocol):
     Implementers guarantee: ``put_installation`` is atomic and keeps the record
     with the latest ``updated_at`` (a record without one always wins over
     nothing, and loses to nothing newer); it returns whether it wrote, so a
-    repeated delivery is recognisable. Records are never hard-deleted by the
-    broker: removal is a status.
+    repeated delivery is recognisable. ``iter_installations`` yields in
+    code-point order of ``instance_id`` and holds no transaction open between
+    items. Records are never hard-deleted by the broker: removal is a status.
     """
 
     def get_installation(self, app_id: str, instance_id: str) -> Installation | None: ...

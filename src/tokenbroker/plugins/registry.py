@@ -36,15 +36,11 @@ ProviderFactory = Callable[[ProviderConfig], "TokenProvider"]
 
 
 class RegisterBackend(Protocol):
-    def __call__(
-        self, scheme: str, factory: BackendFactory, *, description: str = ""
-    ) -> None: ...
+    def __call__(self, scheme: str, factory: BackendFactory, *, description: str = "") -> None: ...
 
 
 class RegisterProvider(Protocol):
-    def __call__(
-        self, name: str, factory: ProviderFactory, *, description: str = ""
-    ) -> None: ...
+    def __call__(self, name: str, factory: ProviderFactory, *, description: str = "") -> None: ...
 
 
 @attrs.frozen

@@ -40,7 +40,6 @@ from ..core.errors import (
     TransientProviderError,
 )
 from ..core.flow import Flow, Op, run_async, run_sync
-from ..core.secret import Secret
 from ..core.token import Token, TokenKey
 from .hookspecs import hookimpl
 from .registry import ProviderConfig, RegisterProvider
@@ -48,14 +47,16 @@ from .registry import ProviderConfig, RegisterProvider
 log = logging.getLogger("tokenbroker.wix")
 
 DEFAULT_API_URL: Final = "https://www.wixapis.com"
-TOKEN_PATH: Final = "/oauth2/token"
+TOKEN_PATH: Final = "/oauth2/token"  # noqa: S105 - a path, not a password
 BI_EVENT_PATH: Final = "/apps/v1/bi-event"
 INSTANCE_PATH: Final = "/apps/v1/instance"
 FINISHED_CONFIGURATION: Final = "APP_FINISHED_CONFIGURATION"
 _NOT_INSTALLED_CODES: Final = frozenset(
     {"APP_NOT_INSTALLED", "INSTANCE_NOT_FOUND", "APP_INSTANCE_NOT_FOUND", "APP_REMOVED"}
 )
-_NOT_INSTALLED_TEXT: Final = re.compile(r"not\s+installed|instance\s+not\s+found|app\s+removed", re.I)
+_NOT_INSTALLED_TEXT: Final = re.compile(
+    r"not\s+installed|instance\s+not\s+found|app\s+removed", re.IGNORECASE
+)
 _TOKEN_CHARS: Final = re.compile(r"[\x21-\x7e]+")
 _MAX_MESSAGE: Final = 300
 
@@ -138,9 +139,9 @@ class WixProvider:
         self._timeout = httpx.Timeout(config.timeout)
         self._transport = config.transport
         self._client: httpx.Client | None = None
-        self._aclients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, httpx.AsyncClient
-        ] = weakref.WeakKeyDictionary()
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -335,9 +336,7 @@ class WixProvider:
         run_sync(self._request_flow(self._bi_request(), "Send BI Event", auth), self._port)
 
     async def asend_finished_configuration(self, auth: httpx.Auth) -> None:
-        await run_async(
-            self._request_flow(self._bi_request(), "Send BI Event", auth), self._aport
-        )
+        await run_async(self._request_flow(self._bi_request(), "Send BI Event", auth), self._aport)
 
     def get_app_instance(self, auth: httpx.Auth) -> dict[str, Any]:
         response = run_sync(
@@ -375,5 +374,3 @@ def wix_provider(config: ProviderConfig) -> WixProvider:
 @hookimpl
 def tokenbroker_register_providers(register: RegisterProvider) -> None:
     register("wix", wix_provider, description="Wix OAuth client credentials (Create Access Token)")
-
-
