@@ -67,6 +67,7 @@ def _registry_broker() -> TokenBroker:
         app_secret=settings.app_secret or "unused-for-registry-commands",
         store=settings.store,
         api_url=settings.api_url,
+        encryption_key=settings.encryption_key,
     )
 
 
@@ -191,6 +192,59 @@ def backends() -> None:
     width = max((len(e.name) for e in entries), default=0)
     for entry in entries:
         click.echo(f"{entry.name.ljust(width)}  {entry.plugin}  {entry.description}".rstrip())
+
+
+@main.group()
+def db() -> None:
+    """The store's schema: status and upgrade (SQL stores)."""
+
+
+def _sql_store(broker: TokenBroker) -> Any:
+    from .backends.sql import SQLStore  # noqa: PLC0415
+
+    store = getattr(broker.store, "inner", broker.store)  # under encryption
+    return store if isinstance(store, SQLStore) else None
+
+
+@db.command("status")
+def db_status() -> None:
+    """Show the store URL and its schema version."""
+    from .backends.sql import SCHEMA_VERSION  # noqa: PLC0415
+
+    with _broker(require_secret=False) as broker:
+        store = _sql_store(broker)
+        click.echo(f"store: {broker.store.url}")
+        if store is None:
+            click.echo("schema: none (this backend keeps no schema)")
+            return
+        found = store.schema_version()
+        state = "not created yet" if found is None else f"version {found}"
+        click.echo(f"schema: {state}; this tokenbroker writes version {SCHEMA_VERSION}")
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create the tables, or upgrade them to this tokenbroker's schema version."""
+    with _broker(require_secret=False) as broker:
+        store = _sql_store(broker)
+        if store is None:
+            click.echo(f"{broker.store.url}: nothing to upgrade (this backend keeps no schema)")
+            return
+        before, after = store.upgrade()
+        if before == after:
+            click.echo(f"{broker.store.url}: schema version {after}, up to date")
+        elif before is None:
+            click.echo(f"{broker.store.url}: tables created at schema version {after}")
+        else:
+            click.echo(f"{broker.store.url}: upgraded from schema version {before} to {after}")
+
+
+@main.command("encryption-key")
+def encryption_key() -> None:
+    """Print a new Fernet key for TOKENBROKER_ENCRYPTION_KEY."""
+    from .backends.encrypted import new_key  # noqa: PLC0415
+
+    click.echo(new_key())
 
 
 @main.command()

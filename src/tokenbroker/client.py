@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -11,6 +11,7 @@ import attrs
 
 from .auth import BrokerAuth
 from .backends import store_from_url
+from .backends.encrypted import EncryptedStore
 from .core.clock import Clock, SystemClock, to_datetime
 from .core.engine import TokenEngine
 from .core.errors import ConfigError
@@ -35,7 +36,7 @@ class TokenBroker:
 
     ``store`` is a URL (``memory://``, ``sqlite:///path``, ``postgresql+psycopg://``,
     ``mysql+pymysql://``, ``redis://``, or a plugin's scheme) or a ready ``Store``.
-    ``near_cache`` defaults to on for stores shared between processes.
+    ``near_cache`` (on by default) keeps fresh tokens in the process.
     ``transport`` is an optional ``httpx`` transport (tests use ``httpx.MockTransport``).
     """
 
@@ -54,6 +55,7 @@ class TokenBroker:
         timeout: float = 10.0,
         max_attempts: int = 3,
         lease_ttl: float = 30.0,
+        encryption_key: str | Sequence[str] | Secret | None = None,
         transport: Any = None,
     ) -> None:
         self.app_id = validate_id(app_id, "app id")
@@ -80,12 +82,23 @@ class TokenBroker:
                 if store is None or isinstance(store, str)
                 else store
             )
+            if encryption_key is not None:
+                keys = (
+                    encryption_key.reveal()
+                    if isinstance(encryption_key, Secret)
+                    else encryption_key
+                )
+                resolved = EncryptedStore(resolved, keys)
         except BaseException:
             self.provider.close()
             raise
         self.store: Store = resolved
         self.policy = policy or RefreshPolicy()
-        use_near = resolved.shared if near_cache is None else near_cache
+        # On for every store by default: a hit then costs a dict lookup, even on
+        # memory:// (whose own reads take a lock and judge freshness each time).
+        use_near = True if near_cache is None else near_cache
+        self._keys: dict[str, TokenKey] = {}
+        self._keys_max = max(near_cache_size, 1)
         self._engine = TokenEngine(
             provider=self.provider,
             store=resolved,
@@ -105,6 +118,7 @@ class TokenBroker:
             "app_secret": settings.app_secret,
             "store": settings.store,
             "api_url": settings.api_url,
+            "encryption_key": settings.encryption_key,
         }
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -117,7 +131,17 @@ class TokenBroker:
 
     # -- tokens -----------------------------------------------------------------
     def key(self, instance_id: str) -> TokenKey:
-        return TokenKey(self.provider.name, self.app_id, validate_id(instance_id))
+        """The validated key for an instance id (memoised: validation is not free)."""
+        try:
+            key = self._keys.get(instance_id)
+        except TypeError:  # unhashable: let validation say what is wrong
+            key = None
+        if key is None:
+            key = TokenKey(self.provider.name, self.app_id, validate_id(instance_id))
+            if len(self._keys) >= self._keys_max:
+                self._keys.clear()
+            self._keys[instance_id] = key
+        return key
 
     @property
     def engine(self) -> TokenEngine:

@@ -7,6 +7,8 @@
 | ``TOKENBROKER_APP_SECRET_FILE`` | a file holding the secret (Docker/K8s secrets) |
 | ``TOKENBROKER_STORE`` | store URL; default ``sqlite:///`` + ``default_store_path()`` |
 | ``TOKENBROKER_API_URL`` | Wix API base URL; default ``https://www.wixapis.com`` |
+| ``TOKENBROKER_ENCRYPTION_KEY`` | Fernet keys, comma-separated, newest first: tokens are |
+|                                | stored encrypted |
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import attrs
 
+from .backends.encrypted import make_fernet
 from .core.errors import ConfigError
 from .core.secret import Secret
 from .core.token import validate_id
@@ -71,6 +74,7 @@ class Settings:
     app_secret: Secret | None = attrs.field(repr=False)
     store: str
     api_url: str = DEFAULT_API_URL
+    encryption_key: Secret | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -94,9 +98,13 @@ class Settings:
             api_url = validate_api_url(api_url)
         except ConfigError as exc:
             raise ConfigError(f"TOKENBROKER_API_URL: {exc}") from None
+        keys = env.get("TOKENBROKER_ENCRYPTION_KEY", "").strip()
+        if keys:
+            make_fernet(keys)  # a bad key is a ConfigError now, not on first write
         return cls(
             app_id=app_id,
             app_secret=_secret(env, require_secret),
             store=store,
             api_url=api_url,
+            encryption_key=Secret(keys) if keys else None,
         )

@@ -51,6 +51,10 @@ __all__ = ["SCHEMA_VERSION", "SQLStore"]
 log = logging.getLogger("tokenbroker.store")
 
 SCHEMA_VERSION: Final = 1
+# Upgrades: MIGRATIONS[n] takes the tables from version n to n + 1 inside one
+# write transaction. Version 1 is the first schema, so the list starts empty; a
+# release that changes a table adds its step here and bumps SCHEMA_VERSION.
+MIGRATIONS: dict[int, Callable[[Connection, Any], None]] = {}
 DEFAULT_TABLE_PREFIX: Final = "tokenbroker_"
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
@@ -498,7 +502,24 @@ class SQLStore(ThreadedAsyncMixin):
             if found is None:
                 conn.execute(schema.insert().values(version=SCHEMA_VERSION))
                 return SCHEMA_VERSION
-            return int(found)
+            version = int(found)
+            # Automatic upgrade, all steps in this one transaction: a crash
+            # half-way leaves the old version recorded and the old tables intact.
+            while version < SCHEMA_VERSION:
+                step = MIGRATIONS.get(version)
+                if step is None:
+                    raise StorageError(f"no upgrade from schema version {version} in {self.url}")
+                log.warning(
+                    "upgrading tables %s* in %s from schema version %d to %d",
+                    self.table_prefix,
+                    self.url,
+                    version,
+                    version + 1,
+                )
+                step(conn, self._tables)
+                version += 1
+                conn.execute(schema.insert().values(version=version))
+            return version
 
         # Two processes may both find the table empty; the loser reads the winner's row.
         version = self._run_raw(
@@ -513,6 +534,14 @@ class SQLStore(ThreadedAsyncMixin):
                 f"version {version}; this tokenbroker understands up to {SCHEMA_VERSION}: "
                 "upgrade tokenbroker"
             )
+
+    def upgrade(self) -> tuple[int | None, int]:
+        """Create or upgrade the tables now (first use does it too); returns the
+        schema version before and after."""
+        before = self.schema_version()
+        self._ensure_ready()
+        after = self.schema_version()
+        return before, after if after is not None else SCHEMA_VERSION
 
     def schema_version(self) -> int | None:
         """The schema version recorded in the database, or ``None`` before first use."""

@@ -27,6 +27,7 @@ log = logging.getLogger("tokenbroker.plugins")
 BUILTIN = {
     "wix": "tokenbroker.plugins.wix",
     "builtin_backends": "tokenbroker.plugins.builtin_backends",
+    "redis": "tokenbroker.plugins.redis_backend",
 }
 
 

@@ -798,7 +798,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """Translates HTTP to and from :meth:`WixEmulator._serve`."""
 
     server_version = "tokenbroker-wix-emulator"
-    sys_version = ""
     protocol_version = "HTTP/1.1"
     # Headers and body leave in separate writes; with Nagle on, a keep-alive client
     # waits out the peer's delayed ACK (~40 ms) for every response.
@@ -862,6 +861,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             phrase, name = "Error", f"ERROR_{code}"
         self._send(_error(code, phrase, name, message or phrase))
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
         # Only the request line and status reach the log: never headers or bodies.

@@ -1,0 +1,151 @@
+"""Encryption at rest: tokens reach no backend in plaintext."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import attrs
+import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+
+from tokenbroker import ConfigError, Token, TokenBroker, TokenKey
+from tokenbroker.backends.encrypted import EncryptedStore
+from tokenbroker.backends.memory import MemoryStore
+from tokenbroker.backends.sql import SQLStore
+from tokenbroker.testing.conformance import StoreConformance
+from tokenbroker.testing.emulator import WixEmulator
+
+KEY_A = Fernet.generate_key().decode()
+KEY_B = Fernet.generate_key().decode()
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def make_token(key: TokenKey, access_token: str = "OAUTH2.plaintext-secret-token") -> Token:
+    return Token(
+        key=key,
+        access_token=access_token,
+        token_type="Bearer",
+        expires_at=NOW + timedelta(hours=4),
+        obtained_at=NOW,
+    )
+
+
+class EncryptedConformance(StoreConformance):
+    def corrupt_token(self, store: EncryptedStore, key: TokenKey) -> object:
+        """Replace the ciphertext with one no key opens."""
+        stored = store.inner.get_token(key)
+        assert stored is not None
+        store.inner.delete_token(key)
+        store.inner.put_token(attrs.evolve(stored, access_token="fernet:garbage"))
+        return None
+
+
+class TestEncryptedMemoryConformance(EncryptedConformance):
+    @pytest.fixture
+    def store(self) -> EncryptedStore:
+        return EncryptedStore(MemoryStore(), KEY_A)
+
+
+class TestEncryptedSQLiteConformance(EncryptedConformance):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[EncryptedStore]:
+        store = EncryptedStore(SQLStore(f"sqlite:///{tmp_path / 'enc.db'}"), [KEY_A, KEY_B])
+        yield store
+        store.close()
+
+
+def raw_token_columns(url: str, prefix: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(f"SELECT access_token FROM {prefix}tokens")).all()
+    finally:
+        engine.dispose()
+    return [row[0] for row in rows]
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def sql_url_and_prefix(
+    request: pytest.FixtureRequest, tmp_path: Path, unique_prefix: str
+) -> tuple[str, str]:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'raw.db'}", unique_prefix
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url, unique_prefix
+
+
+class TestNoPlaintextAtRest:
+    def test_sql_rows_hold_only_ciphertext(self, sql_url_and_prefix: tuple[str, str]) -> None:
+        url, prefix = sql_url_and_prefix
+        store = EncryptedStore(SQLStore(url, table_prefix=prefix), KEY_A)
+        key = TokenKey("wix", "app", "inst-raw")
+        store.put_token(make_token(key))
+        try:
+            rows = raw_token_columns(url, prefix)
+        finally:
+            store.close()
+        assert rows
+        assert all("plaintext-secret-token" not in row for row in rows)
+        assert all(row.startswith("fernet:") for row in rows)
+
+    def test_a_broker_with_a_key_from_env_stores_ciphertext(
+        self, wix_emulator: WixEmulator, tmp_path: Path
+    ) -> None:
+        url = f"sqlite:///{tmp_path / 'b.db'}"
+        env = {
+            "TOKENBROKER_APP_ID": "test-app-id",
+            "TOKENBROKER_APP_SECRET": "test-app-secret",
+            "TOKENBROKER_STORE": url,
+            "TOKENBROKER_API_URL": wix_emulator.url,
+            "TOKENBROKER_ENCRYPTION_KEY": f"{KEY_A}, {KEY_B}",
+        }
+        with TokenBroker.from_env(env) as broker:
+            token = broker.token("inst-1")
+        (row,) = raw_token_columns(url, "tokenbroker_")
+        assert token.access_token not in row
+        with TokenBroker.from_env(env) as again:  # another process reads it back
+            assert again.token("inst-1").access_token == token.access_token
+        assert wix_emulator.token_requests == 1
+
+
+class TestKeys:
+    def test_an_older_key_still_decrypts_after_rotation(self) -> None:
+        inner = MemoryStore()
+        key = TokenKey("wix", "app", "inst")
+        EncryptedStore(inner, KEY_A).put_token(make_token(key))
+        rotated = EncryptedStore(inner, [KEY_B, KEY_A])
+        assert rotated.get_token(key) == make_token(key)
+
+    def test_a_token_no_key_decrypts_reads_as_missing_with_a_warning(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        inner = MemoryStore()
+        key = TokenKey("wix", "app", "inst")
+        EncryptedStore(inner, KEY_A).put_token(make_token(key))
+        with caplog.at_level(logging.WARNING, logger="tokenbroker.store"):
+            assert EncryptedStore(inner, KEY_B).get_token(key) is None
+        assert "cannot be decrypted" in caplog.text
+        assert "plaintext-secret-token" not in caplog.text
+
+    def test_a_plaintext_token_from_before_encryption_reads_as_missing(self) -> None:
+        inner = MemoryStore()
+        key = TokenKey("wix", "app", "inst")
+        inner.put_token(make_token(key))
+        assert EncryptedStore(inner, KEY_A).get_token(key) is None
+
+    def test_compare_and_delete_compares_plaintexts(self) -> None:
+        store = EncryptedStore(MemoryStore(), KEY_A)
+        key = TokenKey("wix", "app", "inst")
+        store.put_token(make_token(key, "tok-1"))
+        assert store.delete_token(key, only="tok-other") is False
+        assert store.delete_token(key, only="tok-1") is True
+        assert store.get_token(key) is None
+
+    @pytest.mark.parametrize("bad", ["", " , ", "not-a-key", f"{KEY_A},short"])
+    def test_a_malformed_key_is_a_config_error_naming_the_variable(self, bad: str) -> None:
+        with pytest.raises(ConfigError, match="TOKENBROKER_ENCRYPTION_KEY"):
+            EncryptedStore(MemoryStore(), bad)
