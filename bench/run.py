@@ -20,13 +20,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import backends
 import cache_hit
+import herd
 import tokenbroker
 from harness import Config, Skip
 
-# In the order they run. Planned: per-backend hits and misses (Redis, PostgreSQL,
-# MariaDB), thundering-herd counts, webhook throughput, bulk refresh.
-BENCHMARKS: list[ModuleType] = [cache_hit]
+# In the order they run. Planned: per-backend misses, webhook throughput, bulk refresh.
+BENCHMARKS: list[ModuleType] = [cache_hit, backends, herd]
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 

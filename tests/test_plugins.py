@@ -60,6 +60,32 @@ class TestRegistration:
         assert store_from_url("custom+driver://x").url == "custom+driver://x"
 
 
+class TestProviders:
+    def test_a_plugin_can_register_a_provider_used_by_name(self) -> None:
+        from tokenbroker import TokenBroker
+        from tokenbroker.plugins.registry import ProviderConfig, RegisterProvider
+        from tokenbroker.plugins.wix import WixProvider
+
+        made: list[ProviderConfig] = []
+
+        def factory(config: ProviderConfig) -> WixProvider:
+            made.append(config)
+            return WixProvider(config)
+
+        @hookimpl
+        def tokenbroker_register_providers(register: RegisterProvider) -> None:
+            register("wix-eu", factory, description="Wix through another gateway")
+
+        plugin_manager().register(
+            SimpleNamespace(tokenbroker_register_providers=tokenbroker_register_providers),
+            name="gateway",
+        )
+        with TokenBroker(app_id="a", app_secret="s", store="memory://", provider="wix-eu"):
+            pass
+        assert [c.app_id for c in made] == ["a"]
+        assert providers.entries()["wix-eu"].plugin == "gateway"
+
+
 class TestFiltering:
     def test_the_allow_list_loads_only_named_plugins(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("TOKENBROKER_PLUGINS", "wix")

@@ -123,13 +123,22 @@ def token(instance_id: str, as_json: bool) -> None:
 
 
 @main.command("finish-setup")
-@click.argument("instance_id")
+@click.argument("instance_id", required=False)
+@click.option(
+    "--pending", is_flag=True, help="Retry every installation whose automatic finish-setup failed."
+)
 @_verbose
-def finish_setup(instance_id: str) -> None:
+def finish_setup(instance_id: str | None, pending: bool) -> None:
     """Tell Wix that INSTANCE_ID needs no more setup (APP_FINISHED_CONFIGURATION)."""
+    if pending == (instance_id is not None):
+        raise click.UsageError("give either INSTANCE_ID or --pending")
     with _broker() as broker:
-        broker.finish_setup(instance_id)
-    click.echo(f"sent APP_FINISHED_CONFIGURATION for {instance_id}")
+        if instance_id is not None:
+            broker.finish_setup(instance_id)
+            click.echo(f"sent APP_FINISHED_CONFIGURATION for {instance_id}")
+            return
+        done = broker.retry_pending_setup()
+    click.echo(f"sent APP_FINISHED_CONFIGURATION for {len(done)} pending installation(s)")
 
 
 @main.group()
@@ -192,6 +201,39 @@ def backends() -> None:
     width = max((len(e.name) for e in entries), default=0)
     for entry in entries:
         click.echo(f"{entry.name.ljust(width)}  {entry.plugin}  {entry.description}".rstrip())
+
+
+@main.command()
+def plugins() -> None:
+    """List the loaded plugins: entry-point name, distribution, module."""
+    from .plugins.manager import loaded_plugins  # noqa: PLC0415
+
+    for plugin in loaded_plugins():
+        dist = plugin.distribution or "-"
+        if plugin.version:
+            dist = f"{dist} {plugin.version}"
+        state = f"  FAILED: {plugin.error}" if plugin.error else ""
+        click.echo(f"{plugin.name}\t{dist}\t{plugin.module}{state}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, type=click.IntRange(0, 65535), show_default=True)
+@click.option("--log-level", default="info", show_default=True)
+def serve(host: str, port: int, log_level: str) -> None:
+    """Run the webhook service (POST /webhooks/wix, GET /healthz) with uvicorn."""
+    try:
+        import uvicorn  # noqa: PLC0415
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "the webhook service needs uvicorn; install it with: pip install 'tokenbroker[server]'"
+        ) from None
+    from .web import create_app  # noqa: PLC0415
+
+    broker = TokenBroker.from_env()
+    broker.verifier  # noqa: B018 - refuse to start without a usable public key
+    uvicorn.run(create_app(broker), host=host, port=port, log_level=log_level)
+    broker.close()
 
 
 @main.group()

@@ -2,30 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
+from . import bookkeeping
 from .auth import BrokerAuth
 from .backends import store_from_url
 from .backends.encrypted import EncryptedStore
+from .bookkeeping import SeenDeliveries, WebhookOutcome
 from .core.clock import Clock, SystemClock, to_datetime
 from .core.engine import TokenEngine
-from .core.errors import ConfigError
+from .core.errors import ConfigError, TokenBrokerError
+from .core.flow import Flow, Op, run_async, run_sync
 from .core.installation import Installation, InstallationStatus
 from .core.nearcache import NearCache
 from .core.policy import RefreshPolicy
 from .core.protocols import Store, TokenProvider
 from .core.secret import Secret
 from .core.token import Token, TokenKey, validate_id
+from .events import AppInstalled, AppRemoved, WebhookEvent
+from .plugins.calls import call_hook
 from .plugins.registry import ProviderConfig, provider_factory
 from .plugins.wix import DEFAULT_API_URL, WixProvider
 from .settings import Settings, default_store_url
 
+if TYPE_CHECKING:
+    from .webhooks import WebhookVerifier
+
 log = logging.getLogger("tokenbroker")
+
+
+SETUP_PENDING = "setup_pending"
+
+
+@attrs.frozen
+class _RegistryPort:
+    get_installation: Callable[..., Any]
+    put_installation: Callable[..., Any]
+    forget: Callable[..., Any]
 
 
 class TokenBroker:
@@ -55,7 +75,10 @@ class TokenBroker:
         timeout: float = 10.0,
         max_attempts: int = 3,
         lease_ttl: float = 30.0,
+        wait_timeout: float = 45.0,
         encryption_key: str | Sequence[str] | Secret | None = None,
+        public_key: str | None = None,
+        auto_finish_setup: bool = False,
         transport: Any = None,
     ) -> None:
         self.app_id = validate_id(app_id, "app id")
@@ -106,7 +129,14 @@ class TokenBroker:
             clock=self.clock,
             near_cache=NearCache(near_cache_size) if use_near else None,
             lease_ttl=lease_ttl,
+            wait_timeout=wait_timeout,
+            on_acquired=self._token_acquired,
+            on_failed=self._token_failed,
         )
+        self.auto_finish_setup = auto_finish_setup
+        self._public_key = public_key
+        self._verifier: WebhookVerifier | None = None
+        self._seen = SeenDeliveries()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -119,6 +149,8 @@ class TokenBroker:
             "store": settings.store,
             "api_url": settings.api_url,
             "encryption_key": settings.encryption_key,
+            "public_key": settings.public_key,
+            "auto_finish_setup": settings.auto_finish_setup,
         }
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -193,9 +225,124 @@ class TokenBroker:
         current = self.store.get_installation(self.app_id, instance_id) or Installation(
             app_id=self.app_id, instance_id=instance_id, installed_at=now, updated_at=now
         )
-        updated = attrs.evolve(current, setup_finished_at=now)
+        extra = {k: v for k, v in current.extra.items() if k != SETUP_PENDING}
+        updated = attrs.evolve(current, setup_finished_at=now, extra=extra)
         self.store.put_installation(updated)
         return updated
+
+    # -- plugin hooks ---------------------------------------------------------------
+    @staticmethod
+    def _token_acquired(key: TokenKey, token: Token, source: str) -> None:
+        call_hook("tokenbroker_token_acquired", key=key, token=token, source=source)
+
+    @staticmethod
+    def _token_failed(key: TokenKey, error: BaseException) -> None:
+        call_hook("tokenbroker_token_failed", key=key, error=error)
+
+    # -- webhooks ---------------------------------------------------------------------
+    @property
+    def verifier(self) -> WebhookVerifier:
+        """Checks webhook JWTs against the app's public key (``public_key=`` or
+        ``TOKENBROKER_APP_PUBLIC_KEY``)."""
+        if self._verifier is None:
+            if not self._public_key:
+                raise ConfigError(
+                    "webhooks need the app's public key: set TOKENBROKER_APP_PUBLIC_KEY "
+                    "(PEM, base64-wrapped PEM or a file path)"
+                )
+            try:
+                from .webhooks import WebhookVerifier  # noqa: PLC0415 - needs PyJWT
+            except ModuleNotFoundError:
+                raise ConfigError(
+                    "webhooks need PyJWT; install it with: pip install 'tokenbroker[webhooks]'"
+                ) from None
+            self._verifier = WebhookVerifier(self._public_key, app_id=self.app_id)
+        return self._verifier
+
+    def handle_webhook(self, body: bytes | str, *, defer_hooks: bool = False) -> WebhookOutcome:
+        """Verify a Wix webhook body, record what it says, and tell the plugins.
+
+        Raises ``WebhookRejected`` (with the HTTP status to answer) for anything
+        unverifiable. The installation is stored before this returns; with
+        ``defer_hooks=True`` the plugin hooks are left in ``outcome.hooks`` for
+        the caller to run after answering Wix.
+        """
+        raw = body.encode() if isinstance(body, str) else body
+        event = self.verifier.verify(raw)
+        news = run_sync(self._record_flow(event, raw), self._sync_registry)
+        return self._outcome(event, news, defer_hooks)
+
+    async def ahandle_webhook(
+        self, body: bytes | str, *, defer_hooks: bool = False
+    ) -> WebhookOutcome:
+        raw = body.encode() if isinstance(body, str) else body
+        event = self.verifier.verify(raw)
+        news = await run_async(self._record_flow(event, raw), self._async_registry)
+        outcome = self._outcome(event, news, defer_hooks=True)
+        if not defer_hooks:
+            await asyncio.to_thread(outcome.run_hooks)  # hooks are sync and may block
+            return WebhookOutcome(event, news)
+        return outcome
+
+    def _record_flow(self, event: WebhookEvent, body: bytes) -> Flow[bool]:
+        current = yield Op("get_installation", (self.app_id, event.instance_id))
+        record = bookkeeping.apply(event, self.app_id, current)
+        if record is None:
+            return self._seen.first_time(body)
+        news: bool = yield Op("put_installation", (record,))
+        if news and isinstance(event, AppRemoved):
+            yield Op("forget", (self.key(event.instance_id),))
+        return news
+
+    def _outcome(self, event: WebhookEvent, news: bool, defer_hooks: bool) -> WebhookOutcome:
+        hooks: list[Callable[[], int]] = []
+        if news:
+            if isinstance(event, AppInstalled):
+                hooks.append(
+                    partial(call_hook, "tokenbroker_app_installed", event=event, broker=self)
+                )
+            elif isinstance(event, AppRemoved):
+                hooks.append(
+                    partial(call_hook, "tokenbroker_app_removed", event=event, broker=self)
+                )
+            hooks.append(partial(call_hook, "tokenbroker_webhook_event", event=event, broker=self))
+        outcome = WebhookOutcome(event, news, tuple(hooks))
+        if defer_hooks:
+            return outcome
+        outcome.run_hooks()
+        return WebhookOutcome(event, news)
+
+    @property
+    def _sync_registry(self) -> _RegistryPort:
+        return _RegistryPort(
+            self.store.get_installation, self.store.put_installation, self._engine.forget
+        )
+
+    @property
+    def _async_registry(self) -> _RegistryPort:
+        return _RegistryPort(
+            self.store.aget_installation, self.store.aput_installation, self._engine.aforget
+        )
+
+    def retry_pending_setup(self) -> list[str]:
+        """Send ``APP_FINISHED_CONFIGURATION`` for installations whose automatic
+        finish-setup failed earlier; returns the instance ids now done."""
+        done = []
+        for inst in self.installations():
+            if inst.extra.get(SETUP_PENDING) and inst.setup_finished_at is None:
+                try:
+                    self.finish_setup(inst.instance_id)
+                except TokenBrokerError as exc:
+                    log.warning("finish-setup for %s still failing: %s", inst.instance_id, exc)
+                else:
+                    done.append(inst.instance_id)
+        return done
+
+    def mark_setup_pending(self, instance_id: str) -> None:
+        current = self.store.get_installation(self.app_id, instance_id)
+        if current is not None and current.setup_finished_at is None:
+            extra = {**current.extra, SETUP_PENDING: True}
+            self.store.put_installation(attrs.evolve(current, extra=extra))
 
     # -- the installation registry ------------------------------------------------
     def add_installation(self, instance_id: str, **fields: Any) -> Installation:
@@ -205,11 +352,14 @@ class TokenBroker:
         if current is not None and current.active:
             return current
         now = to_datetime(self.clock.time())
+        # A first manual record carries no event time, so the AppInstalled
+        # webhook (with its iat) still counts as news when it arrives; re-adding
+        # a removed installation is news of now.
         installation = Installation(
             app_id=self.app_id,
             instance_id=instance_id,
             installed_at=now,
-            updated_at=now,
+            updated_at=None if current is None else now,
             **fields,
         )
         self.store.put_installation(installation)

@@ -7,8 +7,9 @@
 | ``TOKENBROKER_APP_SECRET_FILE`` | a file holding the secret (Docker/K8s secrets) |
 | ``TOKENBROKER_STORE`` | store URL; default ``sqlite:///`` + ``default_store_path()`` |
 | ``TOKENBROKER_API_URL`` | Wix API base URL; default ``https://www.wixapis.com`` |
-| ``TOKENBROKER_ENCRYPTION_KEY`` | Fernet keys, comma-separated, newest first: tokens are |
-|                                | stored encrypted |
+| ``TOKENBROKER_ENCRYPTION_KEY`` | Fernet keys, comma-separated, newest first |
+| ``TOKENBROKER_APP_PUBLIC_KEY`` | the app's webhook public key: PEM, base64 PEM or a path |
+| ``TOKENBROKER_AUTO_FINISH_SETUP`` | ``true``: send APP_FINISHED_CONFIGURATION on install |
 """
 
 from __future__ import annotations
@@ -68,6 +69,19 @@ def _secret(env: Mapping[str, str], required: bool) -> Secret | None:
     return Secret(value)
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {env[name]!r}")
+
+
 @attrs.frozen
 class Settings:
     app_id: str
@@ -75,6 +89,8 @@ class Settings:
     store: str
     api_url: str = DEFAULT_API_URL
     encryption_key: Secret | None = attrs.field(default=None, repr=False)
+    public_key: str | None = attrs.field(default=None, repr=False)
+    auto_finish_setup: bool = False
 
     @classmethod
     def from_env(
@@ -107,4 +123,6 @@ class Settings:
             store=store,
             api_url=api_url,
             encryption_key=Secret(keys) if keys else None,
+            public_key=env.get("TOKENBROKER_APP_PUBLIC_KEY", "").strip() or None,
+            auto_finish_setup=_flag(env, "TOKENBROKER_AUTO_FINISH_SETUP"),
         )

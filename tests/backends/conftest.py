@@ -103,3 +103,72 @@ def mysql_url(session_prefix: str) -> Iterator[str]:
     url = find_server("MariaDB/MySQL", "TOKENBROKER_TEST_MYSQL_URL", MYSQL_URLS)
     yield url
     drop_tables(url, session_prefix)
+
+
+# --- Redis -------------------------------------------------------------------------
+# Keys, not tables: every Redis test writes under a key prefix that starts with
+# the session prefix, and the session deletes exactly the keys under it
+# (SCAN + DEL; never FLUSHDB: the server is shared).
+
+REDIS_URLS = ("redis://127.0.0.1:6379/0",)
+
+
+def _probe_redis(url: str) -> str | None:
+    """PING once; return why that failed, or None."""
+    try:
+        import redis
+    except ImportError as error:
+        return f"redis-py missing: {error}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        first = str(error).strip().splitlines()
+        return first[0] if first else type(error).__name__
+    finally:
+        client.close()
+    return None
+
+
+def find_redis() -> str:
+    """The Redis URL that answers (``TOKENBROKER_TEST_REDIS_URL`` overrides the default)."""
+    override = os.environ.get("TOKENBROKER_TEST_REDIS_URL")
+    urls = [override] if override else list(REDIS_URLS)
+    reasons = []
+    for url in urls:
+        why = _probe_redis(url)
+        if why is None:
+            return url
+        reasons.append(f"{url}: {why}")
+    server_unavailable(f"Redis is not reachable ({'; '.join(reasons)})")
+
+
+def delete_redis_keys(url: str, prefix: str) -> int:
+    """Delete every key that starts with ``prefix``, and nothing else."""
+    import re
+
+    import redis
+
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=500):
+            batch.append(key)
+            if len(batch) == 500:
+                deleted += int(client.delete(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.delete(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+@pytest.fixture(scope="session")
+def redis_url(session_prefix: str) -> Iterator[str]:
+    """A reachable Redis; keys under the session prefix are deleted afterwards."""
+    url = find_redis()
+    yield url
+    delete_redis_keys(url, session_prefix)

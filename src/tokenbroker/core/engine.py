@@ -133,6 +133,8 @@ class TokenEngine:
             token = run_sync(self._refresh_flow(key), self._sync_port)
         except BaseException as exc:
             flight.set_exception(exc)
+            if isinstance(exc, Exception):
+                self.on_failed(key, exc)
             raise
         else:
             flight.set_result(token)
@@ -149,6 +151,8 @@ class TokenEngine:
             token = await run_async(self._refresh_flow(key), self._async_port)
         except BaseException as exc:
             flight.set_exception(exc)
+            if isinstance(exc, Exception):
+                self.on_failed(key, exc)
             flight.exception()  # mark retrieved: no "never retrieved" warning without waiters
             raise
         else:
@@ -211,11 +215,11 @@ class TokenEngine:
             try:
                 fresh: Token = yield Op("acquire", (key,))
             except ProviderError as exc:
-                self.on_failed(key, exc)
                 if fallback is not None and self.policy.state(fallback, self.clock.time()).servable:
                     log.warning(
                         "early refresh of %s failed; serving the current token: %s", key, exc
                     )
+                    self.on_failed(key, exc)
                     return fallback
                 raise
             token = self.policy.stamp(fresh)
@@ -273,6 +277,11 @@ class TokenEngine:
         if self.near is not None:
             self.near.discard(key)
         self.store.delete_token(key)
+
+    async def aforget(self, key: TokenKey) -> None:
+        if self.near is not None:
+            self.near.discard(key)
+        await self.store.adelete_token(key)
 
     async def aclose(self) -> None:
         for task in list(self._background):

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from ..client import TokenBroker
+    from ..core.token import Token, TokenKey
+    from ..events import AppInstalled, AppRemoved, WebhookEvent
     from .registry import RegisterBackend, RegisterProvider
 
 PROJECT = "tokenbroker"
@@ -43,3 +46,56 @@ def tokenbroker_register_providers(register: RegisterProvider) -> None:
     ``register(name, factory, description=...)``; ``factory(config)``
     receives a ``ProviderConfig`` and returns a ``tokenbroker.TokenProvider``.
     """
+
+
+# -- events ------------------------------------------------------------------
+# Every event hook is called once per implementation, each in its own
+# try/except: a plugin that raises is logged with its name and neither stops
+# the other plugins nor breaks token handling or the recording of the event.
+
+
+@hookspec
+def tokenbroker_app_installed(event: AppInstalled, broker: TokenBroker) -> None:
+    """A verified ``AppInstalled`` webhook was recorded as news.
+
+    Fires after the installation is durably stored, once per installation
+    event: a repeated delivery, or one older than what is recorded (the JWT's
+    ``iat`` decides), does not fire it again. Behind the web service it runs
+    after the 200 has been sent, so a slow hook cannot make Wix retry.
+    """
+
+
+@hookspec
+def tokenbroker_app_removed(event: AppRemoved, broker: TokenBroker) -> None:
+    """A verified ``AppRemoved`` webhook was recorded as news.
+
+    Fires after the installation is marked removed and its tokens purged from
+    the store and this process's near cache. Same once-only rules as
+    ``tokenbroker_app_installed``.
+    """
+
+
+@hookspec
+def tokenbroker_webhook_event(event: WebhookEvent, broker: TokenBroker) -> None:
+    """Any verified webhook event, of any type, known or not.
+
+    Fires after the type-specific hook. Installation events fire it only when
+    they were news; other types fire it once per delivery seen by this
+    process (repeats within the last 10,000 deliveries are dropped).
+    """
+
+
+@hookspec
+def tokenbroker_token_acquired(key: TokenKey, token: Token, source: str) -> None:
+    """A token was obtained on the slow path: ``source`` is ``"provider"`` (a new
+    token from Wix) or ``"store"`` (found in the shared store, e.g. written by
+    another process). Near-cache hits do not fire it: they are the hot path.
+    Never log ``token.access_token``; ``token.fingerprint`` is safe.
+    """
+
+
+@hookspec
+def tokenbroker_token_failed(key: TokenKey, error: BaseException) -> None:
+    """Getting a token failed: a refresh in the advisory window that fell back to
+    the still-valid token, or a failure the caller sees (fired once per flight,
+    not once per waiting caller)."""

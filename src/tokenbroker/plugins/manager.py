@@ -28,6 +28,7 @@ BUILTIN = {
     "wix": "tokenbroker.plugins.wix",
     "builtin_backends": "tokenbroker.plugins.builtin_backends",
     "redis": "tokenbroker.plugins.redis_backend",
+    "auto_finish_setup": "tokenbroker.plugins.auto_setup",
 }
 
 

@@ -1,0 +1,445 @@
+"""Verify Wix webhook deliveries and turn them into typed events.
+
+The whole POST body of a Wix webhook is a JWT signed RS256 with the app's key
+pair; the app holds the public half. Anyone can POST to the webhook URL, so
+every delivery is treated as hostile until its signature checks out: the body
+is size-capped before anything parses it, the header's ``alg`` must be exactly
+``RS256`` (the ``none`` and HS256-with-the-public-key forgeries die there), and
+only ``RS256`` is ever handed to PyJWT.
+
+Time claims are checked here rather than by PyJWT so that an injected
+``Clock`` (a ``ManualClock`` in tests, an ``OffsetClock`` in the demo) decides
+what "now" is. The reasons carried by ``WebhookRejected`` are short fixed
+strings: safe to answer with, never a traceback, never part of the body or key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from .core.clock import Clock, SystemClock, to_datetime
+from .core.errors import ConfigError, TokenBrokerError
+from .core.token import validate_id
+from .events import EVENT_CLASSES, AppInstalled, WebhookEvent
+
+try:
+    import jwt
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "tokenbroker.webhooks needs PyJWT and cryptography: pip install 'tokenbroker[webhooks]'"
+    ) from exc
+
+__all__ = ["WebhookRejected", "WebhookVerifier", "load_public_key"]
+
+log = logging.getLogger(__name__)
+
+ALGORITHM: Final = "RS256"
+"""The one algorithm Wix signs webhooks with, and the only one ever accepted."""
+
+DEFAULT_SOURCE: Final = "TOKENBROKER_APP_PUBLIC_KEY"
+
+# A key file is a few hundred bytes; refusing big files keeps a mistyped path
+# (a log file, a disk image) from being read into memory.
+_MAX_KEY_FILE_BYTES: Final = 64 * 1024
+_MAX_PATH_LENGTH: Final = 4096
+
+# Only RS256 is even registered: no other algorithm can be reached by any path.
+_JWS: Final = jwt.PyJWS(algorithms=[ALGORITHM])
+
+_MAX_TIMESTAMP: Final = 253402300799  # 9999-12-31T23:59:59Z, the last datetime
+_B64URL_SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")
+_PEM_MARKER = "-----BEGIN "
+
+
+class WebhookRejected(TokenBrokerError):
+    """A webhook delivery that must not be acted on.
+
+    ``status`` is the HTTP status to answer with (400 malformed, 401 not
+    authentic or not current, 413 too big) and ``reason`` a short fixed phrase
+    that is safe to send back: it never quotes the body, the key or a traceback.
+    Wix retries anything that is not a 200, so a rejection is also a signal to
+    whoever is forging or mangling deliveries, and says as little as possible.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"webhook rejected ({status}): {reason}")
+        self.status = status
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def load_public_key(value: str, *, source: str = DEFAULT_SOURCE) -> RSAPublicKey:
+    """Load the app's RSA public key from the forms it turns up in.
+
+    Wix's dashboard shows a PEM, sometimes base64-wrapped as a whole; env vars
+    and secret managers often hold the PEM with literal ``\\n`` escapes; config
+    files point at a file. All of those are accepted, and so is the bare base64
+    key body without its BEGIN/END lines (what people copy out of the middle of
+    a PEM). ``source`` names where the value came from so the ``ConfigError``
+    can point at it; the error never repeats the value.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"{source} must be a string, not {type(value).__name__}")
+    text = _unquote(value.strip())
+    if not text:
+        raise ConfigError(f"{source} is empty: set it to the app's public key (PEM)")
+    if _PEM_MARKER not in text:
+        path = _as_existing_file(text)
+        if path is not None:
+            return _key_from_text(_read_key_file(path, source), f"{source} (file {path})")
+    return _key_from_text(text, source)
+
+
+def _unquote(text: str) -> str:
+    """Drop one pair of surrounding quotes, as left by ``KEY="..."`` in .env files."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1].strip()
+    return text
+
+
+def _as_existing_file(text: str) -> Path | None:
+    if "\n" in text or len(text) > _MAX_PATH_LENGTH:
+        return None
+    expanded = os.path.expanduser(text)
+    # os.path.isfile, unlike Path.is_file, swallows ENAMETOOLONG and NUL bytes.
+    return Path(expanded) if os.path.isfile(expanded) else None
+
+
+def _read_key_file(path: Path, source: str) -> str:
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > _MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"{source}: {path} is too large to be a public key file")
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: {path} is not a text PEM file") from None
+    if not text:
+        raise ConfigError(f"{source}: {path} is empty")
+    return text
+
+
+def _key_from_text(text: str, source: str) -> RSAPublicKey:
+    """Parse PEM, escaped PEM, base64-wrapped PEM or a bare base64 DER key."""
+    text = _unquote(text.strip())
+    if _PEM_MARKER in text:
+        return _key_from_pem(_normalise_pem(text), source)
+    decoded = _b64decode_loose(text)
+    if decoded is None:
+        raise ConfigError(
+            f"{source} is not a PEM public key, a base64-wrapped PEM, "
+            "or a path to a file holding one"
+        )
+    if _PEM_MARKER.encode() in decoded:
+        try:
+            inner = decoded.decode("ascii")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source} is base64 of something that is not a PEM") from None
+        return _key_from_pem(_normalise_pem(inner), source)
+    try:
+        key = serialization.load_der_public_key(decoded)
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(
+            f"{source} is base64, but neither of a PEM nor of a DER public key"
+        ) from None
+    return _require_rsa(key, source)
+
+
+def _normalise_pem(text: str) -> str:
+    """Undo the ways env vars and YAML mangle a PEM: escapes, CRLF, indentation."""
+    text = text.replace("\\r", "").replace("\\n", "\n")
+    lines = (line.strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def _b64decode_loose(text: str) -> bytes | None:
+    compact = "".join(text.split())
+    if not compact or not re.fullmatch(r"[A-Za-z0-9+/_-]+={0,2}", compact):
+        return None
+    compact = compact.rstrip("=").replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _key_from_pem(pem: str, source: str) -> RSAPublicKey:
+    if "PRIVATE KEY-----" in pem:
+        # Never echo it; just say what went wrong so the operator can rotate it.
+        raise ConfigError(
+            f"{source} holds a private key: give the app's public key instead "
+            "(and treat that private key as exposed)"
+        )
+    try:
+        key = serialization.load_pem_public_key(pem.encode("ascii"))
+    except (ValueError, UnsupportedAlgorithm, UnicodeEncodeError):
+        raise ConfigError(f"{source} has PEM markers but is not a valid public key") from None
+    return _require_rsa(key, source)
+
+
+def _require_rsa(key: object, source: str) -> RSAPublicKey:
+    if not isinstance(key, RSAPublicKey):
+        raise ConfigError(f"{source} is {_key_kind(key)}, but Wix signs webhooks with an RSA key")
+    return key
+
+
+def _key_kind(key: object) -> str:
+    kinds: tuple[tuple[type, str], ...] = (
+        (ec.EllipticCurvePublicKey, "an EC key"),
+        (ed25519.Ed25519PublicKey, "an Ed25519 key"),
+        (ed448.Ed448PublicKey, "an Ed448 key"),
+        (dsa.DSAPublicKey, "a DSA key"),
+    )
+    for cls, kind in kinds:
+        if isinstance(key, cls):
+            return kind
+    return f"a {type(key).__name__.lstrip('_')}"
+
+
+# ----------------------------------------------------------------------- verifier
+
+
+class WebhookVerifier:
+    """Checks a webhook body and returns the typed event it carries.
+
+    One verifier is built at start-up with the app's public key and shared by
+    every request (it holds no per-request state, so it is thread-safe).
+    ``app_id``, when given, makes events addressed to another app a 400: a
+    shared webhook URL or a copied key must not let one app act on another's
+    installations. ``leeway`` absorbs clock skew between Wix and this host.
+    """
+
+    __slots__ = ("_clock", "_key", "app_id", "leeway", "max_body_bytes")
+
+    def __init__(
+        self,
+        public_key: RSAPublicKey | str,
+        *,
+        app_id: str | None = None,
+        leeway: float = 60.0,
+        max_body_bytes: int = 65536,
+        clock: Clock | None = None,
+    ) -> None:
+        if isinstance(public_key, str):
+            public_key = load_public_key(public_key, source="WebhookVerifier public_key")
+        self._key: RSAPublicKey = _require_rsa(public_key, "WebhookVerifier public_key")
+        self.app_id = None if app_id is None else validate_id(app_id, "app id")
+        if isinstance(leeway, bool) or not isinstance(leeway, int | float):
+            raise ConfigError(f"leeway must be a number of seconds, not {type(leeway).__name__}")
+        if not math.isfinite(leeway) or leeway < 0:
+            raise ConfigError(f"leeway must be a finite number of seconds >= 0, not {leeway}")
+        self.leeway = float(leeway)
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
+            raise ConfigError("max_body_bytes must be an int")
+        if max_body_bytes <= 0:
+            raise ConfigError(f"max_body_bytes must be positive, not {max_body_bytes}")
+        self.max_body_bytes = max_body_bytes
+        self._clock: Clock = clock if clock is not None else SystemClock()
+
+    def __repr__(self) -> str:
+        # The key is public, but nothing gains from printing it.
+        return (
+            f"WebhookVerifier(app_id={self.app_id!r}, leeway={self.leeway!r}, "
+            f"max_body_bytes={self.max_body_bytes!r}, key=<RSA {self._key.key_size}>)"
+        )
+
+    def verify(self, body: bytes | str) -> WebhookEvent:
+        """Return the event in ``body``, or raise ``WebhookRejected``.
+
+        Checks run cheapest and least trusting first: size, shape, algorithm,
+        signature; only a signed payload's claims are looked at.
+        """
+        try:
+            event = self._verify(body)
+        except WebhookRejected as exc:
+            log.debug("webhook rejected: %s %s", exc.status, exc.reason)
+            raise
+        log.debug("webhook verified: %s for instance %s", event.event_type, event.instance_id)
+        return event
+
+    def _verify(self, body: bytes | str) -> WebhookEvent:
+        raw = self._bounded_bytes(body)
+        token = raw.strip()
+        if not token:
+            raise WebhookRejected(400, "empty body")
+        _check_header(token)
+        try:
+            payload_bytes = _JWS.decode(token, self._key, algorithms=[ALGORITHM])
+        except jwt.InvalidSignatureError:
+            raise WebhookRejected(401, "bad signature") from None
+        except jwt.DecodeError:
+            raise WebhookRejected(400, "not a JWT") from None
+        except jwt.PyJWTError:
+            raise WebhookRejected(401, "invalid token") from None
+        claims = _json_object(payload_bytes)
+        if claims is None:
+            raise WebhookRejected(400, "malformed claims")
+        issued_at = self._check_times(claims)
+        return self._event(claims, issued_at)
+
+    def _bounded_bytes(self, body: bytes | str) -> bytes:
+        # A str is at least one byte per character: its length alone can refuse
+        # a huge body before anything (even encoding it) touches it.
+        if isinstance(body, str):
+            if len(body) > self.max_body_bytes:
+                raise WebhookRejected(413, "body too large")
+            body = body.encode("utf-8", "surrogatepass")
+        if len(body) > self.max_body_bytes:
+            raise WebhookRejected(413, "body too large")
+        return body
+
+    def _check_times(self, claims: Mapping[str, Any]) -> datetime:
+        now = self._clock.time()
+        if "iat" not in claims:
+            raise WebhookRejected(400, "no iat")
+        iat = _timestamp(claims["iat"], "iat")
+        if iat > now + self.leeway:
+            raise WebhookRejected(401, "issued in the future")
+        if "exp" in claims:
+            exp = _timestamp(claims["exp"], "exp")
+            if exp < now - self.leeway:
+                raise WebhookRejected(401, "expired")
+        if "nbf" in claims:
+            nbf = _timestamp(claims["nbf"], "nbf")
+            if nbf > now + self.leeway:
+                raise WebhookRejected(401, "not yet valid")
+        return to_datetime(iat)
+
+    def _event(self, claims: Mapping[str, Any], issued_at: datetime) -> WebhookEvent:
+        if "data" not in claims:
+            raise WebhookRejected(400, "no data claim")
+        envelope = _nested_object(claims["data"], absent_ok=False)
+        if envelope is None:
+            raise WebhookRejected(400, "malformed data claim")
+        event_type = _checked_id(envelope.get("eventType"), "event type", "bad eventType")
+        instance_id = _checked_id(envelope.get("instanceId"), "instance id", "bad instanceId")
+        data = _nested_object(envelope.get("data"), absent_ok=True)
+        if data is None:
+            raise WebhookRejected(400, "malformed nested data")
+        identity = _nested_object(envelope.get("identity"), absent_ok=True)
+        if identity is None:
+            raise WebhookRejected(400, "malformed identity")
+
+        app_id: str | None = None
+        if data.get("appId") is not None:
+            app_id = _checked_id(data["appId"], "app id", "bad appId")
+        if self.app_id is not None and app_id is not None and app_id != self.app_id:
+            raise WebhookRejected(400, "event for another app")
+
+        cls = EVENT_CLASSES.get(event_type, WebhookEvent)
+        common: dict[str, Any] = {
+            "event_type": event_type,
+            "instance_id": instance_id,
+            "app_id": app_id,
+            "issued_at": issued_at,
+            "data": data,
+            "identity": identity,
+        }
+        if issubclass(cls, AppInstalled):
+            origin = data.get("originInstanceId")
+            # Wix sends "" (or nothing) when the site was not copied from another.
+            if origin is None or origin == "":
+                origin_id = None
+            else:
+                origin_id = _checked_id(origin, "origin instance id", "bad originInstanceId")
+            return cls(**common, origin_instance_id=origin_id)
+        return cls(**common)
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _check_header(token: bytes) -> None:
+    """Refuse anything that is not a three-part compact JWS with ``alg: RS256``.
+
+    Done by hand, before PyJWT, so that the answer for a forged ``alg`` is a
+    clear 401 and PyJWT is only ever given a token that claims RS256.
+    """
+    parts = token.split(b".")
+    if len(parts) != 3:
+        raise WebhookRejected(400, "not a JWT")
+    header_seg, payload_seg, signature_seg = parts
+    # The signature may be empty here: an ``alg: none`` forgery has none, and it
+    # deserves "unsupported algorithm" rather than "not a JWT".
+    if not header_seg or not payload_seg:
+        raise WebhookRejected(400, "not a JWT")
+    if not all(_B64URL_SEGMENT.fullmatch(p) for p in parts):
+        raise WebhookRejected(400, "not a JWT")
+    header_raw = _b64url_decode(header_seg)
+    if header_raw is None or _b64url_decode(payload_seg) is None:
+        raise WebhookRejected(400, "not a JWT")
+    if _b64url_decode(signature_seg) is None:
+        raise WebhookRejected(400, "not a JWT")
+    header = _json_object(header_raw)
+    if header is None:
+        raise WebhookRejected(400, "not a JWT")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg != ALGORITHM:
+        raise WebhookRejected(401, "unsupported algorithm")
+    if not signature_seg:
+        raise WebhookRejected(401, "bad signature")
+
+
+def _b64url_decode(segment: bytes) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _json_object(raw: bytes | str) -> dict[str, Any] | None:
+    """Parse a JSON object, or return None; deep nesting is malformed, not a crash."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _nested_object(value: object, *, absent_ok: bool) -> dict[str, Any] | None:
+    """Wix nests objects as JSON strings; accept a decoded object too, defensively."""
+    if value is None:
+        return {} if absent_ok else None
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        return _json_object(value)
+    return None
+
+
+def _checked_id(value: object, what: str, reason: str) -> str:
+    # Ids reach store keys and log lines: validate_id refuses control characters.
+    try:
+        return validate_id(value, what)
+    except ConfigError:
+        raise WebhookRejected(400, reason) from None
+
+
+def _timestamp(value: object, name: str) -> float:
+    # bool is an int, NaN compares false to everything, and a negative or huge
+    # value cannot become a datetime: all are malformed, not merely "old".
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WebhookRejected(400, f"malformed {name}")
+    # Compared before float() so a 400-digit int cannot overflow it.
+    if not 0 <= value <= _MAX_TIMESTAMP:  # also false for NaN
+        raise WebhookRejected(400, f"malformed {name}")
+    return float(value)
