@@ -30,6 +30,7 @@ from .events import AppInstalled, AppRemoved, WebhookEvent
 from .plugins.calls import call_hook
 from .plugins.registry import ProviderConfig, provider_factory
 from .plugins.wix import DEFAULT_API_URL, WixProvider
+from .refresh import RateGuard, RefreshReport, RefreshResult, arefresh_due
 from .settings import Settings, default_store_url
 
 if TYPE_CHECKING:
@@ -132,11 +133,14 @@ class TokenBroker:
             wait_timeout=wait_timeout,
             on_acquired=self._token_acquired,
             on_failed=self._token_failed,
+            on_degraded=self._store_degraded,
+            on_recovered=self._store_recovered,
         )
         self.auto_finish_setup = auto_finish_setup
         self._public_key = public_key
         self._verifier: WebhookVerifier | None = None
         self._seen = SeenDeliveries()
+        self._rate_guard = RateGuard()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -230,6 +234,55 @@ class TokenBroker:
         self.store.put_installation(updated)
         return updated
 
+    # -- bulk refresh ---------------------------------------------------------------
+    async def arefresh_due(
+        self,
+        *,
+        within: float = 1800.0,
+        concurrency: int = 20,
+        progress: Callable[[RefreshResult], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> RefreshReport:
+        """Refresh every active installation whose token is missing or expires within
+        ``within`` seconds, ``concurrency`` at a time (see ``tokenbroker.refresh``)."""
+        return await arefresh_due(
+            self,
+            within=within,
+            concurrency=concurrency,
+            guard=self._rate_guard,
+            progress=progress,
+            on_start=on_start,
+        )
+
+    def refresh_due(
+        self,
+        *,
+        within: float = 1800.0,
+        concurrency: int = 20,
+        progress: Callable[[RefreshResult], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> RefreshReport:
+        """The sync twin: runs the async refresher on a private event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise ConfigError("refresh_due() called inside an event loop: await arefresh_due()")
+
+        async def run() -> RefreshReport:
+            try:
+                return await self.arefresh_due(
+                    within=within, concurrency=concurrency, progress=progress, on_start=on_start
+                )
+            finally:
+                # this loop ends here: close the HTTP client bound to it
+                closer = getattr(self.provider, "aclose_loop_client", None)
+                if closer is not None:
+                    await closer()
+
+        return asyncio.run(run())
+
     # -- plugin hooks ---------------------------------------------------------------
     @staticmethod
     def _token_acquired(key: TokenKey, token: Token, source: str) -> None:
@@ -238,6 +291,14 @@ class TokenBroker:
     @staticmethod
     def _token_failed(key: TokenKey, error: BaseException) -> None:
         call_hook("tokenbroker_token_failed", key=key, error=error)
+
+    @staticmethod
+    def _store_degraded(store_url: str, error: BaseException) -> None:
+        call_hook("tokenbroker_store_degraded", store_url=store_url, error=error)
+
+    @staticmethod
+    def _store_recovered(store_url: str) -> None:
+        call_hook("tokenbroker_store_recovered", store_url=store_url)
 
     # -- webhooks ---------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 import tokenbroker
@@ -112,6 +114,113 @@ class TestRedisConformance(StoreConformance):
     def corrupt_token(self, store: Any, key: TokenKey) -> object:
         store.client.set(store.token_key(key), b'{"access_token": "half a recor')
         return None
+
+
+# --- a private server on a unix socket, with a password ------------------------------
+
+PRIVATE_PASSWORD = "pr1vate-s3cret"
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A redis-server of our own, on a unix socket only, that wants a password."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed: no private server for the unix-socket tests")
+    directory = tmp_path_factory.mktemp("redis")
+    sock = directory / "redis.sock"
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--requirepass",
+            PRIVATE_PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        client = redis.Redis(unix_socket_path=str(sock), password=PRIVATE_PASSWORD)
+        give_up = time.monotonic() + 30
+        while True:  # polling the server's readiness, not waiting a guessed time
+            try:
+                client.ping()
+                break
+            except (redis.RedisError, OSError):
+                if server.poll() is not None or time.monotonic() > give_up:
+                    server.kill()
+                    out = server.communicate()[0].decode(errors="replace")
+                    pytest.fail(f"the private redis-server did not start:\n{out}")
+                time.sleep(0.02)
+        client.close()
+        yield sock
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        assert server.stdout is not None
+        server.stdout.close()
+
+
+class TestUnixSocketConformance(StoreConformance):
+    """The whole suite again, over a unix socket with a password in the URL."""
+
+    @pytest.fixture
+    async def store(self, private_redis: Path) -> AsyncIterator[RedisStore]:
+        store = RedisStore(f"unix://:{PRIVATE_PASSWORD}@{private_redis}?db=1")
+        yield store
+        await store.aclose()
+
+    def corrupt_token(self, store: Any, key: TokenKey) -> object:
+        store.client.set(store.token_key(key), b"\x00garbage")
+        return None
+
+
+class TestUnixSocket:
+    def test_a_password_in_the_query_of_a_unix_url_works_and_is_redacted(
+        self, private_redis: Path
+    ) -> None:
+        store = RedisStore(f"unix://{private_redis}?db=2&password={PRIVATE_PASSWORD}")
+        try:
+            assert PRIVATE_PASSWORD not in store.url
+            assert PRIVATE_PASSWORD not in repr(store)
+            token = make_token(new_key())
+            assert store.put_token(token) is True
+            assert store.get_token(token.key) == token
+        finally:
+            store.close()
+
+    @pytest.mark.parametrize("userinfo", [f":{PASSWORD}", f"default:{PASSWORD}"])
+    def test_a_wrong_password_is_a_storage_error_without_the_password(
+        self, private_redis: Path, userinfo: str
+    ) -> None:
+        store = RedisStore(f"unix://{userinfo}@{private_redis}")
+        with pytest.raises(StorageError) as caught:
+            store.get_token(new_key())
+        user = userinfo.partition(":")[0]
+        assert_clean_storage_error(caught.value, naming=f"unix://{user}:***@")
+        assert "AuthenticationError" in str(caught.value)
+        store.close()
+
+    def test_a_missing_password_is_a_storage_error(self, private_redis: Path) -> None:
+        store = RedisStore(f"unix://{private_redis}")
+        with pytest.raises(StorageError, match="Authentication"):
+            store.put_installation(Installation(app_id="app", instance_id="inst-1"))
+        store.close()
 
 
 # --- token keys expire --------------------------------------------------------------
@@ -470,8 +579,11 @@ class TestAsync:
         token = make_token(new_key())
 
         async def write_then_read() -> Token | None:
-            await store.aput_token(token)
-            return await store.aget_token(token.key)
+            try:
+                await store.aput_token(token)
+                return await store.aget_token(token.key)
+            finally:
+                await store.aclose()
 
         async def read_and_close() -> Token | None:
             try:

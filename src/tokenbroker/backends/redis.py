@@ -736,6 +736,14 @@ class RedisStore:
             options["db"] = target.db
         return options
 
+    def _sentinel_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        # Sentinels get the timeouts and the retry policy, never the master's
+        # password (redis-py's default would give them its slow default retry).
+        given = self._client_options.get("sentinel_kwargs")
+        if given is not None:
+            return dict(given)
+        return {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
+
     def _backoff(self) -> ExponentialWithJitterBackoff:
         return ExponentialWithJitterBackoff(cap=0.5, base=0.01)
 
@@ -752,7 +760,7 @@ class RedisStore:
                 assert target.service_name is not None
                 sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
                     list(target.nodes),
-                    sentinel_kwargs=self._client_options.get("sentinel_kwargs"),
+                    sentinel_kwargs=self._sentinel_options(options),
                     **options,
                 )
                 client = sentinel.master_for(target.service_name)  # type: ignore[no-untyped-call]
@@ -763,8 +771,6 @@ class RedisStore:
                     for host, port in target.nodes
                 ]
                 client = redis.cluster.RedisCluster(startup_nodes=nodes, **options)
-        except (RedisError, RedisClusterException, OSError) as error:
-            raise self._storage_error("connecting", error) from None
         except (TypeError, ValueError) as error:
             raise ConfigError(f"bad Redis settings for {self.url}: {self._scrub(error)}") from None
         closers.insert(0, client.close)
@@ -784,7 +790,7 @@ class RedisStore:
                 assert target.service_name is not None
                 sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
                     list(target.nodes),
-                    sentinel_kwargs=self._client_options.get("sentinel_kwargs"),
+                    sentinel_kwargs=self._sentinel_options(options),
                     **options,
                 )
                 client = sentinel.master_for(target.service_name)
@@ -794,8 +800,6 @@ class RedisStore:
                     redis.asyncio.cluster.ClusterNode(host, port) for host, port in target.nodes
                 ]
                 client = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
-        except (RedisError, RedisClusterException, OSError) as error:
-            raise self._storage_error("connecting", error) from None
         except (TypeError, ValueError) as error:
             raise ConfigError(f"bad Redis settings for {self.url}: {self._scrub(error)}") from None
         closers.insert(0, client.aclose)
@@ -805,7 +809,10 @@ class RedisStore:
     @property
     def client(self) -> SyncClient:
         """The sync redis-py client, for maintenance scripts and tests."""
-        return self._sync_port().client
+        try:
+            return self._sync_port().client
+        except (RedisError, RedisClusterException, OSError) as error:
+            raise self._storage_error("connecting", error) from None
 
     def _sync_port(self) -> _SyncPort:
         port = self._port
@@ -861,12 +868,13 @@ class RedisStore:
 
     def _reason(self, error: BaseException) -> str:
         lines = self._scrub(error).splitlines()
-        detail = lines[0] if lines else ""
+        # redis-py appends whole client reprs to some messages: keep the sentence.
+        detail = re.split(r"\s*:?\s*<redis\.", lines[0])[0] if lines else ""
         reason = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
         return reason[:_MAX_REASON]
 
     def _storage_error(self, what: str, error: BaseException) -> StorageError:
-        return StorageError(f"Redis {what} failed on {self.url}: {self._reason(error)}")
+        return StorageError(f"{what} failed on {self.url}: {self._reason(error)}")
 
     def _run(self, what: str, flow: Flow[T]) -> T:
         try:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from .clock import Clock
 from .errors import ProviderError, StorageError, TokenBrokerError
@@ -31,6 +31,11 @@ log = logging.getLogger("tokenbroker")
 Source = Literal["store", "provider"]
 AcquiredListener = Callable[[TokenKey, Token, Source], None]
 FailedListener = Callable[[TokenKey, BaseException], None]
+DegradedListener = Callable[[str, BaseException], None]
+RecoveredListener = Callable[[str], None]
+
+# Stands in for a lease when the store cannot grant one (degraded mode).
+NO_LEASE: Final = Lease(key=TokenKey("", "", ""), owner="", expires_at=0.0)
 
 
 def _ignore(*_: Any) -> None:
@@ -81,6 +86,8 @@ class TokenEngine:
         wait_timeout: float = 45.0,
         on_acquired: AcquiredListener = _ignore,
         on_failed: FailedListener = _ignore,
+        on_degraded: DegradedListener = _ignore,
+        on_recovered: RecoveredListener = _ignore,
     ) -> None:
         self.provider = provider
         self.store = store
@@ -91,6 +98,9 @@ class TokenEngine:
         self.wait_timeout = wait_timeout
         self.on_acquired = on_acquired
         self.on_failed = on_failed
+        self.on_degraded = on_degraded
+        self.on_recovered = on_recovered
+        self._degraded: StorageError | None = None
         self._sync_port = _SyncPort(store, provider)
         self._async_port = _AsyncPort(store, provider)
         self._threads: ThreadFlights[TokenKey, Token] = ThreadFlights()
@@ -188,30 +198,75 @@ class TokenEngine:
         thresholds = self._thresholds(token)
         return state_at(thresholds, self.clock.time()), thresholds
 
-    def _take_if_fresh(self, key: TokenKey, stored: Token | None) -> Token | None:
-        """A fresh token found in the store: keep it near and use it."""
+    def _take_if_fresh(
+        self, key: TokenKey, stored: Token | None, want_until: float | None = None
+    ) -> Token | None:
+        """A fresh token found in the store (one that outlives ``want_until``, when
+        given): keep it near and use it."""
         seen = self._usable(stored)
         if stored is None or seen is None or seen[0] is not TokenState.FRESH:
+            return None
+        if want_until is not None and seen[1][2] <= want_until:
             return None
         self._remember(stored, seen[1])
         self.on_acquired(key, stored, "store")
         return stored
 
-    def _refresh_flow(self, key: TokenKey) -> Flow[Token]:
-        stored: Token | None = yield Op("get_token", (key,))
-        if (found := self._take_if_fresh(key, stored)) is not None:
+    # -- store faults ---------------------------------------------------------
+    @property
+    def degraded(self) -> StorageError | None:
+        """The store error that put the engine in degraded mode, or ``None``."""
+        return self._degraded
+
+    def _store(self, name: str, args: tuple[Any, ...], default: Any) -> Flow[Any]:
+        """A store operation that, when the store fails, degrades instead of raising.
+
+        Degraded, the engine keeps serving the near cache, fetches misses from the
+        provider directly (single-flight in the process, no fleet-wide lease) and
+        keeps what it fetched in the near cache; the first successful store call
+        ends it. The change either way is logged once and reported to listeners.
+        """
+        try:
+            result = yield Op(name, args)
+        except StorageError as exc:
+            self._degrade(exc)
+            return default
+        self._recover()
+        return result
+
+    def _degrade(self, exc: StorageError) -> None:
+        if self._degraded is None:
+            self._degraded = exc
+            log.warning(
+                "store %s unreachable; serving near-cache tokens and fetching misses "
+                "directly until it is back: %s",
+                self.store.url,
+                exc,
+            )
+            self.on_degraded(self.store.url, exc)
+
+    def _recover(self) -> None:
+        if self._degraded is not None:
+            self._degraded = None
+            log.warning("store %s reachable again; leaving degraded mode", self.store.url)
+            self.on_recovered(self.store.url)
+
+    def _refresh_flow(self, key: TokenKey, want_until: float | None = None) -> Flow[Token]:
+        stored: Token | None = yield from self._store("get_token", (key,), None)
+        if (found := self._take_if_fresh(key, stored, want_until)) is not None:
             return found
         seen = self._usable(stored)
         fallback = stored if seen is not None and seen[0] is TokenState.ADVISORY else None
 
-        lease = yield from self._wait_for_lease(key, fallback)
+        lease = yield from self._wait_for_lease(key, fallback, want_until)
         if isinstance(lease, Token):
             return lease
         try:
             # Between our first look and our lease another process may have finished.
-            stored = yield Op("get_token", (key,))
-            if (found := self._take_if_fresh(key, stored)) is not None:
-                return found
+            if lease is not NO_LEASE:
+                stored = yield from self._store("get_token", (key,), None)
+                if (found := self._take_if_fresh(key, stored, want_until)) is not None:
+                    return found
             try:
                 fresh: Token = yield Op("acquire", (key,))
             except ProviderError as exc:
@@ -223,10 +278,10 @@ class TokenEngine:
                     return fallback
                 raise
             token = self.policy.stamp(fresh)
-            written: bool = yield Op("put_token", (token,))
+            written: bool = yield from self._store("put_token", (token,), True)
             if not written:
                 # a newer token landed meanwhile (a slow writer lost the race): use it
-                newer = yield Op("get_token", (key,))
+                newer = yield from self._store("get_token", (key,), None)
                 seen = self._usable(newer)
                 if newer is not None and seen is not None and seen[0].servable:
                     token = newer
@@ -234,25 +289,33 @@ class TokenEngine:
             self.on_acquired(key, token, "provider")
             return token
         finally:
-            try:
-                yield Op("release_lease", (lease,))
-            except StorageError as exc:  # it lapses by itself; never mask the real outcome
-                log.warning("could not release the lease on %s: %s", key, exc)
+            if lease is not NO_LEASE:
+                try:
+                    yield Op("release_lease", (lease,))
+                except StorageError as exc:  # it lapses by itself; never mask the outcome
+                    log.warning("could not release the lease on %s: %s", key, exc)
 
-    def _wait_for_lease(self, key: TokenKey, fallback: Token | None) -> Flow[Lease | Token]:
-        """Take the key's lease, or return the token another holder produced."""
+    def _wait_for_lease(
+        self, key: TokenKey, fallback: Token | None, want_until: float | None = None
+    ) -> Flow[Lease | Token]:
+        """Take the key's lease, or return the token another holder produced.
+
+        ``NO_LEASE`` when the store cannot grant leases now (degraded mode).
+        """
         deadline = time.monotonic() + self.wait_timeout  # waiting is not wall-clock business
         pause = 0.02
         while True:
-            lease: Lease | None = yield Op("acquire_lease", (key, self.lease_ttl))
+            lease: Lease | None = yield from self._store(
+                "acquire_lease", (key, self.lease_ttl), NO_LEASE
+            )
             if lease is not None:
                 return lease
             if fallback is not None and self.policy.state(fallback, self.clock.time()).servable:
                 return fallback  # advisory: someone else refreshes, keep serving
             yield Op("sleep", (pause,))
             pause = min(pause * 1.5, 0.25)
-            stored: Token | None = yield Op("get_token", (key,))
-            if (found := self._take_if_fresh(key, stored)) is not None:
+            stored: Token | None = yield from self._store("get_token", (key,), None)
+            if (found := self._take_if_fresh(key, stored, want_until)) is not None:
                 return found
             if time.monotonic() > deadline:
                 raise StorageError(
@@ -265,12 +328,27 @@ class TokenEngine:
         """Forget ``token`` (say, Wix refused it) without touching a newer one."""
         if self.near is not None:
             self.near.discard(token.key, only=token.access_token)
-        self.store.delete_token(token.key, only=token.access_token)
+        try:
+            self.store.delete_token(token.key, only=token.access_token)
+        except StorageError as exc:  # the near cache no longer has it; that is enough now
+            self._degrade(exc)
 
     async def ainvalidate(self, token: Token) -> None:
         if self.near is not None:
             self.near.discard(token.key, only=token.access_token)
-        await self.store.adelete_token(token.key, only=token.access_token)
+        try:
+            await self.store.adelete_token(token.key, only=token.access_token)
+        except StorageError as exc:
+            self._degrade(exc)
+
+    # -- bulk refresh ---------------------------------------------------------------
+    def refresh(self, key: TokenKey, *, want_until: float) -> Token:
+        """A token that outlives ``want_until``: the stored one if it does, else a new
+        one (fleet-wide lease and compare-and-set as usual; no near-cache shortcut)."""
+        return run_sync(self._refresh_flow(key, want_until), self._sync_port)
+
+    async def arefresh(self, key: TokenKey, *, want_until: float) -> Token:
+        return await run_async(self._refresh_flow(key, want_until), self._async_port)
 
     def forget(self, key: TokenKey) -> None:
         """Drop any token for ``key`` everywhere (an uninstall)."""

@@ -99,3 +99,18 @@ def tokenbroker_token_failed(key: TokenKey, error: BaseException) -> None:
     """Getting a token failed: a refresh in the advisory window that fell back to
     the still-valid token, or a failure the caller sees (fired once per flight,
     not once per waiting caller)."""
+
+
+@hookspec
+def tokenbroker_store_degraded(store_url: str, error: BaseException) -> None:
+    """The shared store stopped answering; the broker is now in degraded mode.
+
+    ``store_url`` has no password. Fires once per outage, from the call that
+    noticed it. Meanwhile tokens in the near cache keep being served and misses
+    are fetched from Wix directly (single-flight within each process only).
+    """
+
+
+@hookspec
+def tokenbroker_store_recovered(store_url: str) -> None:
+    """The store answers again and degraded mode is over (once per outage)."""
