@@ -25,6 +25,7 @@ import attrs
 
 from .core.clock import to_timestamp
 from .core.errors import ConfigError, RateLimited, TokenBrokerError
+from .core.policy import TokenState
 
 if TYPE_CHECKING:
     from .client import TokenBroker
@@ -115,21 +116,34 @@ async def arefresh_due(
     engine = broker.engine
 
     async def one(instance_id: str) -> RefreshResult:
+        key = broker.key(instance_id)
         now = broker.clock.time()
-        wait = guard.wait_needed(instance_id, time.monotonic())
-        if wait > 0:
+        want_until = now + within
+        try:
+            stored = await broker.store.aget_token(key)
+        except TokenBrokerError:
+            stored = None  # arefresh below degrades properly
+        if (
+            stored is not None
+            and to_timestamp(stored.expires_at) > want_until
+            and broker.policy.state(stored, now) is TokenState.FRESH
+        ):
+            return RefreshResult(instance_id, "fresh")
+        wait = guard.wait_needed(instance_id, now)
+        if wait > 0:  # due, but this refresher asked Wix for it too recently
             return RefreshResult(instance_id, "skipped", f"rate guard: next try in {wait:.0f}s")
         try:
-            token = await engine.arefresh(broker.key(instance_id), want_until=now + within)
+            token = await engine.arefresh(key, want_until=want_until)
         except RateLimited as exc:
-            guard.note(instance_id, time.monotonic(), exc.retry_after)
+            guard.note(instance_id, broker.clock.time(), exc.retry_after)
             return RefreshResult(instance_id, "failed", str(exc))
         except TokenBrokerError as exc:
             return RefreshResult(instance_id, "failed", str(exc))
-        if to_timestamp(token.obtained_at) >= now - 1.0:  # obtained during this refresh
-            guard.note(instance_id, time.monotonic())
+        # obtained during this call (datetimes keep microseconds: allow for rounding)
+        if to_timestamp(token.obtained_at) >= now - 0.001:
+            guard.note(instance_id, broker.clock.time())
             return RefreshResult(instance_id, "refreshed")
-        return RefreshResult(instance_id, "fresh")
+        return RefreshResult(instance_id, "fresh")  # another process refreshed it
 
     async def worker() -> None:
         while True:

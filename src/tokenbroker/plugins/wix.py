@@ -7,11 +7,26 @@ Wire facts (see docs/architecture.md and DESIGN.md):
   the answer is ``{"access_token", "token_type", "expires_in"}``.
 * API calls carry the raw token in ``Authorization`` (no ``Bearer``).
 
-Retry budget: at most ``max_attempts`` requests per token (default 3). 5xx,
-408, timeouts and connection errors are retried with full-jitter exponential
-backoff (0.25 s doubling, at most 4 s); a 429 is retried after its
-``Retry-After`` when that is at most 10 s, otherwise ``RateLimited`` is raised
-at once with the wait. 401/403 are never retried.
+Retry budget: at most ``max_attempts`` requests (default 3) per token, and
+likewise per BI event or instance lookup. 5xx, 408, timeouts and connection
+errors are retried after a full-jitter exponential backoff: a random wait of up
+to 0.25 s, doubling with each attempt, never above 4 s (with 3 attempts: at
+most 0.25 s, then 0.5 s). A 429 is retried after its ``Retry-After`` when that
+is at most 10 s (after the backoff when it has none); a longer wait raises
+``RateLimited`` at once, carrying the wait. 401/403 and other 4xx are never
+retried; neither is a 429 on the last attempt.
+
+Circuit breaker: on top of that budget, each provider (one app, one API URL)
+has one ``CircuitBreaker`` shared by all three endpoints, so an outage does not
+become a retry storm. 5 consecutive transient failures (5xx, 408, timeouts,
+connection errors) open it; any other answer, 429 and 401 included, shows the
+API is up and resets the count. While open, every call raises
+``TransientProviderError`` ("circuit open after N consecutive failures;
+retrying in Ns", ``status`` ``None``) before sending anything, and a call
+whose failure opened it stops retrying there. After a 15 s cooldown a single
+trial request goes through, the others still refused while it runs: an answer
+closes the circuit, a failure re-opens it with the cooldown doubled (30 s,
+60 s, ... at most 300 s) until an answer resets it to 15 s.
 """
 
 from __future__ import annotations
@@ -25,11 +40,14 @@ import re
 import threading
 import time
 import weakref
+from contextlib import suppress
+from contextvars import ContextVar
 from typing import Any, Final
 
 import attrs
 import httpx
 
+from ..core.breaker import CircuitBreaker, CircuitState, Permit
 from ..core.clock import to_datetime
 from ..core.errors import (
     ConfigError,
@@ -59,6 +77,15 @@ _NOT_INSTALLED_TEXT: Final = re.compile(
 )
 _TOKEN_CHARS: Final = re.compile(r"[\x21-\x7e]+")
 _MAX_MESSAGE: Final = 300
+_NO_ANSWER: Final = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+# The trial permit a half-open breaker gave to the request now being sent in this
+# context. Sending a BI event or an instance lookup runs the caller's httpx.Auth,
+# which may itself fetch a token from this provider: that nested request belongs
+# to the trial. Refusing it would fail the trial without asking Wix, every time.
+_TRIAL: ContextVar[tuple[CircuitBreaker, Permit] | None] = ContextVar(
+    "tokenbroker_wix_trial", default=None
+)
 
 
 @attrs.frozen
@@ -130,12 +157,19 @@ class WixProvider:
 
     name = "wix"
 
-    def __init__(self, config: ProviderConfig, *, retry: RetryBudget | None = None) -> None:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        retry: RetryBudget | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.app_id = config.app_id
         self._secret = config.app_secret
         self.api_url = validate_api_url(config.api_url)
         self._clock = config.clock
         self._retry = retry or RetryBudget(max_attempts=max(1, config.max_attempts))
+        self._breaker = breaker if breaker is not None else CircuitBreaker(clock=config.clock)
         self._timeout = httpx.Timeout(config.timeout)
         self._transport = config.transport
         self._client: httpx.Client | None = None
@@ -146,6 +180,11 @@ class WixProvider:
 
     def __repr__(self) -> str:
         return f"WixProvider(app_id={self.app_id!r}, api_url={self.api_url!r})"
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker guarding every request this provider sends."""
+        return self._breaker
 
     # -- clients --------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -215,23 +254,44 @@ class WixProvider:
     def _request_flow(
         self, request: httpx.Request, what: str, auth: httpx.Auth | None = None
     ) -> Flow[httpx.Response]:
-        """Send ``request`` within the retry budget; return a 2xx response."""
+        """Send ``request`` within the retry budget and the breaker; return a 2xx response."""
         budget = self._retry
+        breaker = self._breaker
         for attempt in range(budget.max_attempts):
             last = attempt == budget.max_attempts - 1
+            permit = self._admit(what)
+            scope = _TRIAL.set((breaker, permit)) if permit.trial else None
             try:
-                response: httpx.Response = yield Op("send", (request, auth))
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                response: httpx.Response | None = yield Op("send", (request, auth))
+            except _NO_ANSWER as exc:
+                response, no_answer = None, type(exc).__name__
+            except BaseException:
+                breaker.release(permit)  # cancelled, or failed on our side: no verdict
+                raise
+            finally:
+                if scope is not None:
+                    with suppress(ValueError):  # closed from another context: nothing to undo
+                        _TRIAL.reset(scope)
+            if response is None:
+                self._record(permit, failed=True)
+                if breaker.state is not CircuitState.CLOSED:
+                    raise self._circuit_open(what, f"no answer: {no_answer}")
                 if last:
                     raise TransientProviderError(
                         f"{what}: no answer from {self.api_url} after {budget.max_attempts} "
-                        f"attempt(s): {type(exc).__name__}"
-                    ) from None
+                        f"attempt(s): {no_answer}"
+                    )
                 yield Op("sleep", (budget.backoff(attempt),))
                 continue
             if response.is_success:
+                self._record(permit, failed=False)
                 return response
             error = self._failure(response, what)
+            transient = isinstance(error, TransientProviderError)
+            self._record(permit, failed=transient)
+            if transient and breaker.state is not CircuitState.CLOSED:
+                reason = str(error).removeprefix(f"{what}: ")
+                raise self._circuit_open(what, reason) from error
             if isinstance(error, RateLimited):
                 wait = parse_retry_after(response.headers.get("Retry-After"), self._clock.time())
                 error.retry_after = wait
@@ -239,11 +299,48 @@ class WixProvider:
                     raise error
                 yield Op("sleep", (wait if wait is not None else budget.backoff(attempt),))
                 continue
-            if isinstance(error, TransientProviderError) and not last:
+            if transient and not last:
                 yield Op("sleep", (budget.backoff(attempt),))
                 continue
             raise error
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _admit(self, what: str) -> Permit:
+        held = _TRIAL.get()
+        if held is not None and held[0] is self._breaker and self._breaker.holds(held[1]):
+            return held[1]
+        permit = self._breaker.allow()
+        if permit is None:
+            raise self._circuit_open(what)
+        if permit.trial:
+            log.info("Wix API circuit half-open: sending one trial request (%s)", what)
+        return permit
+
+    def _record(self, permit: Permit, *, failed: bool) -> None:
+        breaker = self._breaker
+        if failed:
+            if breaker.record_failure(permit):
+                log.warning(
+                    "Wix API circuit opened after %d consecutive failures; "
+                    "requests to %s refused for %gs",
+                    breaker.failures,
+                    self.api_url,
+                    breaker.current_cooldown,
+                )
+        elif breaker.record_success(permit):
+            log.info("Wix API circuit closed: %s answered again", self.api_url)
+
+    def _circuit_open(self, what: str, reason: str | None = None) -> TransientProviderError:
+        breaker = self._breaker
+        failures = breaker.failures
+        if breaker.state is CircuitState.HALF_OPEN:
+            when = "a trial request is under way"
+        else:
+            when = f"retrying in {math.ceil(breaker.retry_in())}s"
+        message = f"{what}: Wix API circuit open after {failures} consecutive failures; {when}"
+        if reason:
+            message += f" (last failure: {reason})"
+        return TransientProviderError(message, status=None)
 
     def _token_request(self, key: TokenKey) -> httpx.Request:
         if key.app_id != self.app_id:
