@@ -30,6 +30,7 @@ from .core import (
     TokenStore,
     TransientProviderError,
 )
+from .core.breaker import CircuitBreaker, CircuitState
 from .plugins import hookimpl
 from .plugins.registry import ProviderConfig
 from .settings import Settings
@@ -38,6 +39,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BrokerAuth",
+    "CircuitBreaker",
+    "CircuitState",
     "Clock",
     "ConfigError",
     "Installation",

@@ -277,9 +277,8 @@ class TokenBroker:
                 )
             finally:
                 # this loop ends here: close the HTTP client bound to it
-                closer = getattr(self.provider, "aclose_loop_client", None)
-                if closer is not None:
-                    await closer()
+                if isinstance(self.provider, WixProvider):
+                    await self.provider.aclose_loop_client()
 
         return asyncio.run(run())
 

@@ -75,6 +75,12 @@ def with_userinfo(url: str, userinfo: str) -> str:
     return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, ""))
 
 
+def stored_json(store: RedisStore, name: str) -> Any:
+    raw = store.client.get(name)
+    assert isinstance(raw, bytes)
+    return json.loads(raw)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -429,14 +435,24 @@ class TestInstallations:
         store.client.zadd(store.index_key(app), {"inst-a": 0})
         assert list(store.iter_installations(app)) == [kept]
 
+    def test_an_index_member_that_is_not_utf8_is_skipped_with_a_warning(
+        self, store: RedisStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        app = f"app-{uuid.uuid4()}"
+        kept = Installation(app_id=app, instance_id="inst-a")
+        store.put_installation(kept)
+        store.client.zadd(store.index_key(app), {b"inst-\xff": 0})
+        with caplog.at_level(logging.WARNING, logger="tokenbroker.store"):
+            assert list(store.iter_installations(app)) == [kept]
+        assert any("non-UTF-8" in r.getMessage() for r in caplog.records)
+
     def test_installations_are_stored_as_json_with_microsecond_times(
         self, store: RedisStore
     ) -> None:
         app = f"app-{uuid.uuid4()}"
         inst = Installation(app_id=app, instance_id="inst-1", updated_at=NOW, extra={"ü": 1})
         store.put_installation(inst)
-        raw = store.client.get(store.installation_key(app, "inst-1"))
-        assert json.loads(raw) == {
+        assert stored_json(store, store.installation_key(app, "inst-1")) == {
             "app_id": app,
             "instance_id": "inst-1",
             "status": "installed",
@@ -519,7 +535,7 @@ class TestCorruptedValues:
         store.put_installation(good)
         store.put_installation(bad)
         name = store.installation_key(app, "inst-b")
-        store.client.set(name, damage(json.loads(store.client.get(name))))
+        store.client.set(name, damage(stored_json(store, name)))
         with caplog.at_level(logging.WARNING, logger="tokenbroker.store"):
             assert store.get_installation(app, "inst-b") is None
             assert list(store.iter_installations(app, include_removed=True)) == [good]
@@ -547,6 +563,26 @@ class TestNonAscii:
         assert store.delete_token(token.key, only="tök€n-😀") is False
         assert store.delete_token(token.key, only=token.access_token) is True
         assert store.get_token(token.key) is None
+
+
+class TestProtocols:
+    async def test_resp3_replies_are_read_like_resp2_ones(
+        self, redis_url: str, key_prefix: str
+    ) -> None:
+        store = RedisStore(with_query(redis_url, protocol="3", key_prefix=key_prefix))
+        try:
+            token = make_token(new_key())
+            assert store.put_token(token) is True
+            assert await store.aget_token(token.key) == token
+            assert store.delete_token(token.key, only=token.access_token) is True
+            lease = await store.aacquire_lease(token.key, 30)
+            assert lease is not None
+            assert store.release_lease(lease) is True
+            inst = Installation(app_id=token.key.app_id, instance_id="inst-1")
+            assert await store.aput_installation(inst) is True
+            assert list(store.iter_installations(inst.app_id)) == [inst]
+        finally:
+            await store.aclose()
 
 
 # --- async: native, one client per loop -------------------------------------------------

@@ -14,13 +14,16 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import sqlalchemy as sa
 
@@ -496,3 +499,188 @@ class TestStorageFormat:
         )
         with pytest.raises(ValueError, match="naive"):
             sqlite_store.put_token(naive)
+
+
+# --- lost connections ---------------------------------------------------------------
+# Connections are not pinged before use: a call that finds its pooled connection
+# dead runs once more on a new one. Only the test's own store's connections are
+# ever killed, never another session on the shared servers.
+
+RAN_AGAIN = "the connection was lost, running it again"
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+@attrs.frozen
+class Victim:
+    """A store on a server, and a way to kill exactly its connections (returns how many)."""
+
+    store: SQLStore
+    kill: Callable[[], int]
+
+
+def postgres_victim(url: str, prefix: str, stack: ExitStack) -> Victim:
+    # The store's connections carry an application_name of their own.
+    name = f"tb-test-{uuid.uuid4().hex[:12]}"
+    options = {"connect_args": {"application_name": name}}
+    store = SQLStore(url, table_prefix=prefix, engine_options=options)
+    stack.callback(store.close)
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    stack.callback(admin.dispose)
+
+    def kill() -> int:
+        with admin.connect() as conn:
+            # The timeout (ms) makes pg_terminate_backend wait until each backend is gone.
+            done = (
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " AND application_name = :name"
+                    ),
+                    {"name": name},
+                )
+                .scalars()
+                .all()
+            )
+        assert all(done), "a backend outlived pg_terminate_backend's wait"
+        return len(done)
+
+    return Victim(store, kill)
+
+
+def mysql_victim(url: str, prefix: str, stack: ExitStack) -> Victim:
+    # MariaDB shows no application name without performance_schema (often
+    # off): every connection of the store writes its CONNECTION_ID() into a
+    # table of the test's own as it opens, and only those ids are killed.
+    ids = f"{prefix}conn_ids"
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    stack.callback(admin.dispose)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {ids} (id BIGINT NOT NULL)")
+    options = {"connect_args": {"init_command": f"INSERT INTO {ids} VALUES (CONNECTION_ID())"}}
+    store = SQLStore(url, table_prefix=prefix, engine_options=options)
+    stack.callback(store.close)
+    live_sql = f"SELECT p.ID FROM information_schema.PROCESSLIST p JOIN {ids} c ON c.id = p.ID"
+
+    def live() -> list[int]:
+        with admin.connect() as conn:
+            return [int(i) for i in conn.exec_driver_sql(live_sql).scalars()]
+
+    def kill() -> int:
+        victims = live()
+        with admin.connect() as conn:
+            for conn_id in victims:
+                conn.exec_driver_sql(f"KILL CONNECTION {conn_id}")
+        wait_until(lambda: live() == [], "the killed connections to go")
+        return len(victims)
+
+    return Victim(store, kill)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.backend("postgres")),
+        pytest.param("mysql", marks=pytest.mark.backend("mysql")),
+    ]
+)
+def victim(request: pytest.FixtureRequest, unique_prefix: str) -> Iterator[Victim]:
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    make = postgres_victim if request.param == "postgres" else mysql_victim
+    with ExitStack() as stack:
+        yield make(url, unique_prefix, stack)
+
+
+class TestLostConnections:
+    def test_a_read_after_the_stores_connections_were_killed_runs_again_and_finds_the_token(
+        self, victim: Victim, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = victim.store
+        token = make_token(new_key())
+        assert store.put_token(token) is True
+        assert store.get_token(token.key) == token  # both pools hold a connection now
+        assert victim.kill() >= 2
+        with caplog.at_level(logging.INFO, logger="tokenbroker.store"):
+            assert store.get_token(token.key) == token
+        assert [r.getMessage() for r in caplog.records if RAN_AGAIN in r.getMessage()] == [
+            f"get_token on {store.url}: {RAN_AGAIN}"
+        ]
+
+    def test_a_write_after_the_stores_connections_were_killed_runs_again_and_lands(
+        self, victim: Victim, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = victim.store
+        token = make_token(new_key())
+        assert store.put_token(token) is True
+        assert store.get_token(token.key) == token
+        assert victim.kill() >= 2
+        newer = make_token(token.key, obtained=NOW + timedelta(minutes=1))
+        with caplog.at_level(logging.INFO, logger="tokenbroker.store"):
+            assert store.put_token(newer) is True
+            assert store.get_token(token.key) == newer
+        retried = [r.getMessage() for r in caplog.records if RAN_AGAIN in r.getMessage()]
+        # one run again in each pool: the writes' and the reads'
+        assert retried == [
+            f"{what} on {store.url}: {RAN_AGAIN}" for what in ("put_token", "get_token")
+        ]
+
+    def test_every_kind_of_call_survives_its_connections_being_killed_before_it(
+        self, victim: Victim
+    ) -> None:
+        store = victim.store
+        app = f"app-{uuid.uuid4()}"
+        token = make_token(new_key())
+        installation = Installation(app_id=app, instance_id="inst-a", updated_at=NOW)
+        calls: list[Callable[[], object]] = [
+            lambda: store.put_token(token),
+            lambda: store.get_token(token.key),
+            lambda: store.put_installation(installation),
+            lambda: store.get_installation(app, "inst-a"),
+            lambda: list(store.iter_installations(app)),
+            lambda: store.acquire_lease(token.key, 60),
+            lambda: store.delete_token(token.key, only=token.access_token),
+        ]
+        results = []
+        for call in calls:
+            store.get_token(token.key)
+            store.put_installation(installation)  # a connection in each pool to kill
+            assert victim.kill() >= 1
+            results.append(call())
+        assert results[:5] == [True, token, False, installation, [installation]]
+        assert results[5] is not None  # the lease, taken once: not lost to a retry
+        assert results[6] is True
+        assert store.get_token(token.key) is None
+
+    @pytest.mark.backend("postgres")
+    def test_a_write_whose_commit_is_cut_off_is_not_run_again(
+        self, postgres_url: str, unique_prefix: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # COMMIT may have landed before the connection died: running the write
+        # again could apply it twice, so the caller hears about it instead.
+        with ExitStack() as stack:
+            victim = postgres_victim(postgres_url, unique_prefix, stack)
+            store = victim.store
+            store.get_token(new_key())  # tables exist: the next commit is put_token's
+
+            def cut(conn: sa.Connection) -> None:
+                assert victim.kill() >= 1
+
+            sa.event.listen(store.engine, "commit", cut, once=True)
+            token = make_token(new_key())
+            with (
+                caplog.at_level(logging.INFO, logger="tokenbroker.store"),
+                pytest.raises(StorageError, match="put_token"),
+            ):
+                store.put_token(token)
+            assert not any(RAN_AGAIN in r.getMessage() for r in caplog.records)
+            assert store.get_token(token.key) is None  # the server rolled it back
+            assert store.put_token(token) is True  # and the store goes on

@@ -181,12 +181,19 @@ class RedisTarget:
     key_prefix: str | None = None
 
 
+def _truthy(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "f", "false", "n", "no", "off")
+
+
 def _query(printable: str, query: str, kind: Kind, ssl: bool) -> tuple[dict[str, Any], str | None]:
     options: dict[str, Any] = {}
     key_prefix: str | None = None
     seen: set[str] = set()
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if kind != "standalone":  # "?ssl=true" allows TLS options wherever it stands
+        ssl = ssl or any(n == "ssl" and _truthy(v) for n, v in pairs)
     allowed_text = _TEXT_OPTIONS if ssl else {n for n in _TEXT_OPTIONS if not n.startswith("ssl_")}
-    for name, value in parse_qsl(query, keep_blank_values=True):
+    for name, value in pairs:
         if name in seen:
             raise ConfigError(f"option {name!r} is given more than once in {printable}")
         seen.add(name)
@@ -195,7 +202,7 @@ def _query(printable: str, query: str, kind: Kind, ssl: bool) -> tuple[dict[str,
         elif name == "db" and kind == "cluster":
             raise ConfigError(f"Redis Cluster has only database 0; drop 'db' from {printable}")
         elif name == "ssl" and kind != "standalone":
-            options["ssl"] = value.strip().lower() not in ("", "0", "f", "false", "n", "no", "off")
+            options["ssl"] = _truthy(value)
         elif name in _TYPED_OPTIONS and (ssl or not name.startswith("ssl_")):
             try:
                 options[name] = _TYPED_OPTIONS[name](value)
@@ -332,14 +339,16 @@ def parse_redis_url(url: str) -> RedisTarget:
     elif segments not in ([], ["0"]):
         raise ConfigError(f"Redis Cluster has only database 0; drop the path from {printable}")
     ssl = bool(options.pop("ssl", ssl))
+    # The userinfo wins over ?username=/?password=, as in redis-py.
+    query_username, query_password = options.pop("username", None), options.pop("password", None)
     return RedisTarget(
         kind=kind,
         ssl=ssl,
         nodes=nodes,
         service_name=service_name,
         db=db,
-        username=username or options.pop("username", None),
-        password=password or options.pop("password", None),
+        username=username or query_username,
+        password=password or query_password,
         options=options,
         key_prefix=key_prefix,
     )
@@ -638,7 +647,7 @@ class RedisStore:
     Thread-safe: the sync client's connection pool serves every thread. Each
     event loop that uses the store gets its own asyncio client; ``aclose()``
     closes the calling loop's client (and the sync one), ``close()`` the sync
-    client and forgets the async ones.
+    client only. The store stays usable after either: clients are made anew.
 
     ``client_options`` go to both redis-py clients (``max_connections``,
     ``health_check_interval``, and for Sentinel ``sentinel_kwargs``, …); the
@@ -672,7 +681,13 @@ class RedisStore:
         self._client_options = dict(client_options or {})
         if self._client_options.get("decode_responses"):
             raise ConfigError("the Redis store reads bytes: decode_responses cannot be set")
+        for options in (self._client_options, self._client_options.get("sentinel_kwargs") or {}):
+            if isinstance(options.get("password"), str) and options["password"]:
+                self._passwords = (*self._passwords, options["password"])
+        # Two locks: building a Cluster client connects, and no event loop
+        # should wait on a lock held through that.
         self._lock = threading.Lock()
+        self._alock = threading.Lock()
         self._port: _SyncPort | None = None
         self._aports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncPort] = (
             weakref.WeakKeyDictionary()
@@ -825,21 +840,24 @@ class RedisStore:
 
     def _async_port(self) -> _AsyncPort:
         loop = asyncio.get_running_loop()
-        with self._lock:  # loops in several threads may share the store
+        with self._alock:  # loops in several threads may share the store
             port = self._aports.get(loop)
             if port is None:
                 port = self._aports[loop] = self._new_async_port()
         return port
 
     def close(self) -> None:
-        """Close the sync client's connections; forget the async clients.
+        """Close the sync client's connections (a later call opens new ones).
 
         An async client can only be closed on its own loop: async code calls
-        ``aclose()`` on each loop that used the store.
+        ``aclose()`` on each loop that used the store. Clients of loops that
+        are closed already are dropped here.
         """
         with self._lock:
             port, self._port = self._port, None
-            self._aports.clear()
+        with self._alock:
+            for loop in [loop for loop in self._aports if loop.is_closed()]:
+                del self._aports[loop]
         if port is not None:
             try:
                 port.close()
@@ -849,7 +867,7 @@ class RedisStore:
     async def aclose(self) -> None:
         """Close this event loop's client, then the sync client."""
         loop = asyncio.get_running_loop()
-        with self._lock:
+        with self._alock:
             port = self._aports.pop(loop, None)
         if port is not None:
             try:
@@ -1054,30 +1072,36 @@ class RedisStore:
     ) -> Iterator[Installation]:
         index = self.index_key(app_id)
 
-        def batch_after(after: bytes | None) -> list[tuple[str, Raw]]:
-            def read(port: _SyncPort) -> list[tuple[str, Raw]]:
-                members = port.members_after(index, after, _ITER_BATCH)
-                ids = [m.decode("utf-8", "surrogateescape") for m in members]
-                values = port.mget([self.installation_key(app_id, i) for i in ids]) if ids else []
-                return list(zip(ids, values, strict=True))
-
+        def batch_after(after: bytes | None) -> tuple[list[tuple[str, Raw]], bytes | None]:
+            """One page of (instance id, stored value), and the member to go on after."""
             try:
-                return read(self._sync_port())
+                port = self._sync_port()
+                members = port.members_after(index, after, _ITER_BATCH)
+                ids = []
+                for member in members:
+                    try:
+                        ids.append(member.decode())
+                    except UnicodeDecodeError:
+                        log.warning("ignoring a non-UTF-8 member of %s in %s", index, self.url)
+                values = port.mget([self.installation_key(app_id, i) for i in ids]) if ids else []
             except (RedisError, RedisClusterException, OSError) as error:
                 raise self._storage_error("iter_installations", error) from None
+            last = members[-1] if len(members) == _ITER_BATCH else None
+            return list(zip(ids, values, strict=True)), last
 
-        # The first batch is read now, so a broken store fails at the call, not
-        # at some later next(); each batch is its own pair of round trips.
+        # The first page is read now, so a broken store fails at the call, not
+        # at some later next(); each page is its own pair of round trips.
         first = batch_after(None)
 
-        def generate(batch: list[tuple[str, Raw]]) -> Iterator[Installation]:
+        def generate(page: tuple[list[tuple[str, Raw]], bytes | None]) -> Iterator[Installation]:
             while True:
+                batch, last = page
                 for instance_id, raw in batch:
                     found = self._installation_or_none(app_id, instance_id, raw)
                     if found is not None and (include_removed or found.active):
                         yield found
-                if len(batch) < _ITER_BATCH:
+                if last is None:
                     return
-                batch = batch_after(batch[-1][0].encode("utf-8", "surrogateescape"))
+                page = batch_after(last)
 
         return generate(first)

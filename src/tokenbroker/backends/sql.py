@@ -15,6 +15,12 @@ from dialect-specific upserts:
 Times are stored as integer microseconds since the epoch (exact, sortable,
 the same type everywhere). Tables are created on first use; the URL query may
 carry ``table_prefix=…`` to keep several deployments in one database.
+
+The read path is short: every statement is built once per store and only
+binds values per call; a read of one statement runs without a transaction
+(an autocommit connection on a server, no ``BEGIN`` on SQLite); connections
+are not pinged before use: a call that finds its pooled connection dead runs
+once more on a new one.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,9 +41,9 @@ from typing import Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.engine.url import URL
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import PoolResetState, StaticPool
 
 from tokenbroker.backends.base import ThreadedAsyncMixin, installation_wins
 from tokenbroker.backends.urls import redact_url, url_passwords
@@ -63,6 +69,11 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _ITER_BATCH: Final = 500
 _TRANSIENT_RETRIES: Final = 4
+# Server connections older than this are replaced at checkout, before a
+# server's or a firewall's idle timeout can cut them (MySQL's default is 8 h).
+_POOL_RECYCLE_S: Final = 3600
+# Marks a pooled connection whose transaction our code ended (see _reset_hook).
+_ENDED: Final = "tokenbroker_transaction_ended"
 _CREATE_ATTEMPTS: Final = 5
 # Which pip extra brings the driver a dialect imports.
 _EXTRAS: Final = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
@@ -141,6 +152,83 @@ class _Tables:
         return [table.name for table in self.metadata.sorted_tables]
 
 
+def _binds(columns: Iterable[sa.Column[Any]]) -> dict[str, Any]:
+    return {column.name: sa.bindparam(column.name) for column in columns}
+
+
+class _Statements:
+    """Every statement a call runs, built once per store.
+
+    Building a Core statement and computing its cache key cost more than the
+    lookup itself on SQLite; a call now only binds values. Parameters that
+    pick rows are named ``b_*``: SQLAlchemy keeps the column names for the
+    values an INSERT or UPDATE writes.
+    """
+
+    def __init__(self, tables: _Tables) -> None:
+        t, lt, it = tables.tokens, tables.leases, tables.installations
+        token_key = (
+            t.c.provider == sa.bindparam("b_provider"),
+            t.c.app_id == sa.bindparam("b_app_id"),
+            t.c.instance_id == sa.bindparam("b_instance_id"),
+        )
+        token_values = _binds([c for c in t.columns if not c.primary_key])
+        self.get_token = sa.select(t).where(*token_key)
+        self.lock_token = self.get_token.with_for_update()
+        self.insert_token = t.insert().values(_binds(t.columns))
+        self.update_token = t.update().where(*token_key).values(token_values)
+        self.update_token_unless_newer = (
+            t.update()
+            .where(*token_key, t.c.obtained_at <= sa.bindparam("b_obtained_at"))
+            .values(token_values)
+        )
+        self.delete_token = t.delete().where(*token_key)
+        self.delete_token_if = t.delete().where(
+            *token_key, t.c.access_token == sa.bindparam("b_access_token")
+        )
+
+        lease_key = (
+            lt.c.provider == sa.bindparam("b_provider"),
+            lt.c.app_id == sa.bindparam("b_app_id"),
+            lt.c.instance_id == sa.bindparam("b_instance_id"),
+        )
+        self.delete_expired_lease = lt.delete().where(
+            *lease_key, lt.c.expires_at <= sa.bindparam("b_now")
+        )
+        self.insert_lease = lt.insert().values(_binds(lt.columns))
+        self.release_lease = lt.delete().where(*lease_key, lt.c.owner == sa.bindparam("b_owner"))
+
+        installation_key = (
+            it.c.app_id == sa.bindparam("b_app_id"),
+            it.c.instance_id == sa.bindparam("b_instance_id"),
+        )
+        self.get_installation = sa.select(it).where(*installation_key)
+        self.lock_installation = self.get_installation.with_for_update()
+        self.insert_installation = it.insert().values(_binds(it.columns))
+        self.update_installation = (
+            it.update()
+            .where(*installation_key)
+            .values(_binds([c for c in it.columns if not c.primary_key]))
+        )
+
+        def page(include_removed: bool, after: bool) -> sa.Select[Any]:
+            query = sa.select(it).where(it.c.app_id == sa.bindparam("b_app_id"))
+            if not include_removed:
+                installed = InstallationStatus.INSTALLED.value
+                query = query.where(it.c.status == sa.bindparam("b_status", installed))
+            if after:
+                query = query.where(it.c.instance_id > sa.bindparam("b_after"))
+            limit = sa.bindparam("b_limit", type_=sa.Integer)
+            return query.order_by(it.c.instance_id).limit(limit)
+
+        # (include_removed, after a previous page) -> the page's query
+        self.installation_pages = {
+            (removed, after): page(removed, after)
+            for removed in (False, True)
+            for after in (False, True)
+        }
+
+
 # --- values <-> rows -------------------------------------------------------
 
 
@@ -180,6 +268,11 @@ def _text(value: object, column: str) -> str:
 
 def _key_of(key: TokenKey) -> dict[str, str]:
     return {"provider": key.provider, "app_id": key.app_id, "instance_id": key.instance_id}
+
+
+def _key_params(key: TokenKey) -> dict[str, Any]:
+    """The parameters of ``_Statements``' key conditions."""
+    return {"b_provider": key.provider, "b_app_id": key.app_id, "b_instance_id": key.instance_id}
 
 
 def _token_values(token: Token) -> dict[str, Any]:
@@ -279,8 +372,9 @@ def _missing_driver(url: URL, error: ImportError) -> ConfigError:
 class SQLStore(ThreadedAsyncMixin):
     """Tokens, leases and installations in a SQL database shared by every process.
 
-    Thread-safe: each call runs in its own short transaction on a pooled
-    connection. The async twins run the same calls in worker threads.
+    Thread-safe: each call runs on a pooled connection of its own, writes in
+    one short transaction, reads of one statement without one. The async twins
+    run the same calls in worker threads.
     """
 
     shared = True
@@ -314,11 +408,14 @@ class SQLStore(ThreadedAsyncMixin):
             )
         self.table_prefix = table_prefix
         self._tables = _Tables(table_prefix)
+        self._statements = _Statements(self._tables)
         self._sqlite_path: Path | None = None
         # One in-memory SQLite connection serves every thread: its transactions
         # must take turns, or one thread's BEGIN lands inside another's.
         self._serial: AbstractContextManager[Any] = nullcontext()
-        self._engine = self._create_engine(sa_url, dict(engine_options or {}))
+        self._engine, self._reader = self._create_engines(sa_url, dict(engine_options or {}))
+        # Reads of several statements: one transaction, a plain BEGIN on SQLite.
+        self._read_engine = self._engine.execution_options(tokenbroker_read_only=True)
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -327,7 +424,11 @@ class SQLStore(ThreadedAsyncMixin):
 
     @property
     def engine(self) -> Engine:
-        """The SQLAlchemy engine, for maintenance scripts and tests."""
+        """The SQLAlchemy engine, for maintenance scripts and tests.
+
+        On a server, reads of one statement go through a second, private
+        engine of autocommit connections made from the same URL and options.
+        """
         return self._engine
 
     @property
@@ -337,10 +438,10 @@ class SQLStore(ThreadedAsyncMixin):
 
     # --- engine ----------------------------------------------------------
 
-    def _create_engine(self, url: URL, options: dict[str, Any]) -> Engine:
+    def _create_engines(self, url: URL, options: dict[str, Any]) -> tuple[Engine, Engine]:
+        """The engine for transactions and the one for reads of one statement."""
         backend = url.get_backend_name()
-        sqlite = backend == "sqlite"
-        if sqlite:
+        if backend == "sqlite":
             database = url.database or ""
             connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
             if (
@@ -354,28 +455,53 @@ class SQLStore(ThreadedAsyncMixin):
             elif not url.query.get("uri"):  # a "file:" URI is SQLite's to read, not ours
                 self._sqlite_path = Path(database)
             options["connect_args"] = {**connect_args, **options.get("connect_args", {})}
-        else:
-            # Reconnect after a server restart or an idle timeout rather than fail once.
-            options.setdefault("pool_pre_ping", True)
+            engine = self._make_engine(url, options)
+            _sqlite_transactions(engine)
+            # Reads of one statement skip BEGIN (the hook reads the option).
+            return engine, engine.execution_options(tokenbroker_autocommit=True)
+        # No pool_pre_ping, a round trip on every call: a call that finds its
+        # connection dead (server restart, idle timeout, killed session) runs
+        # again on a new one (_run_raw), and pool_recycle retires connections
+        # before an idle timeout is likely to cut them.
+        options.setdefault("pool_recycle", _POOL_RECYCLE_S)
+        reset_hook = "pool_reset_on_return" not in options
+        if reset_hook:
+            options["pool_reset_on_return"] = None  # _reset_hook does it, minus a round trip
         if backend in ("mysql", "mariadb"):
             # READ COMMITTED: no gap locks, so concurrent "update, else insert"
             # writers meet on the primary key instead of deadlocking.
             options.setdefault("isolation_level", "READ COMMITTED")
-            options.setdefault("pool_recycle", 3600)
             if "charset" not in url.query:
                 url = url.update_query_dict({"charset": "utf8mb4"})
+        engine = self._make_engine(url, options)
+        if reset_hook:
+            _reset_hook(engine)
+        if "pool" in options:  # one pool given: share it, switching to autocommit per read
+            return engine, engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Reads of one statement need no transaction: on autocommit connections
+        # they cost one round trip (no BEGIN, COMMIT or ROLLBACK around them).
+        # Nothing else uses these connections, so the pool need not reset them.
+        reader_options = {
+            **options,
+            "isolation_level": "AUTOCOMMIT",
+            **_skip_autocommit_rollback(engine.dialect),
+        }
+        if reset_hook:
+            reader_options["pool_reset_on_return"] = None
+        return engine, self._make_engine(url, reader_options)
+
+    def _make_engine(self, url: URL, options: dict[str, Any]) -> Engine:
         try:
-            engine = sa.create_engine(url, **options)
+            return sa.create_engine(url, **options)
         except ImportError as error:
             raise _missing_driver(url, error) from None
         except exc.ArgumentError as error:
             raise ConfigError(f"bad SQL store settings for {self.url}: {error}") from None
-        if sqlite:
-            _sqlite_transactions(engine)
-        return engine
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._reader.pool is not self._engine.pool:
+            self._reader.dispose()
 
     # --- plumbing ----------------------------------------------------------
 
@@ -390,12 +516,10 @@ class SQLStore(ThreadedAsyncMixin):
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        with self._serial, self._engine.connect() as conn:
-            if not write:
-                # Read by the SQLite "begin" hook; other dialects ignore it.
-                conn.execution_options(tokenbroker_read_only=True)
+        with self._serial, (self._engine if write else self._read_engine).connect() as conn:
             with conn.begin():
                 yield conn
+            conn.info[_ENDED] = True  # committed: the pool need not roll back
 
     def _run(
         self,
@@ -409,6 +533,15 @@ class SQLStore(ThreadedAsyncMixin):
         self._ensure_ready()
         return self._run_raw(what, work, write=write, on_conflict=on_conflict)
 
+    def _read(self, what: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work``, one read-only statement, outside any transaction.
+
+        One statement reads one consistent snapshot on its own; a transaction
+        around it would only add round trips (BEGIN and COMMIT on a server).
+        """
+        self._ensure_ready()
+        return self._run_raw(what, work, write=False, autocommit=True)
+
     def _run_raw(
         self,
         what: str,
@@ -416,18 +549,35 @@ class SQLStore(ThreadedAsyncMixin):
         *,
         write: bool,
         on_conflict: Callable[[], T] | None = None,
+        autocommit: bool = False,
     ) -> T:
         attempt = 0
+        reconnected = False
         while True:
+            committing = False
             try:
+                if autocommit:
+                    with self._serial, self._reader.connect() as conn:
+                        return work(conn)
                 with self._transaction(write=write) as conn:
-                    return work(conn)
+                    result = work(conn)
+                    committing = True  # leaving the block commits
+                return result
             except exc.IntegrityError as error:
                 if on_conflict is None:
                     raise self._storage_error(what, error) from None
                 # Outside the failed transaction: PostgreSQL aborts it on the error.
                 return on_conflict()
             except exc.DBAPIError as error:
+                if error.connection_invalidated and not committing and not reconnected:
+                    # The connection died since its last use (a server restart,
+                    # an idle timeout, a killed session). SQLAlchemy has dropped
+                    # it, and every pooled connection as old as it; the server
+                    # rolled back whatever this attempt did, so run it again.
+                    # Not when COMMIT failed: that write may have landed.
+                    reconnected = True
+                    log.info("%s on %s: the connection was lost, running it again", what, self.url)
+                    continue
                 attempt += 1
                 if attempt <= _TRANSIENT_RETRIES and _is_transient(error):
                     log.debug(
@@ -558,21 +708,13 @@ class SQLStore(ThreadedAsyncMixin):
 
     # --- tokens ------------------------------------------------------------
 
-    def _token_where(self, key: TokenKey) -> sa.ColumnElement[bool]:
-        t = self._tables.tokens
-        return sa.and_(
-            t.c.provider == key.provider,
-            t.c.app_id == key.app_id,
-            t.c.instance_id == key.instance_id,
-        )
-
     def get_token(self, key: TokenKey) -> Token | None:
-        t = self._tables.tokens
+        statement, params = self._statements.get_token, _key_params(key)
 
         def read(conn: Connection) -> sa.Row[Any] | None:
-            return conn.execute(sa.select(t).where(self._token_where(key))).first()
+            return conn.execute(statement, params).first()
 
-        row = self._run("get_token", read, write=False)
+        row = self._read("get_token", read)
         return None if row is None else self._decode_token(key, row)
 
     def _decode_token(self, key: TokenKey, row: sa.Row[Any]) -> Token | None:
@@ -583,29 +725,31 @@ class SQLStore(ThreadedAsyncMixin):
             return None
 
     def put_token(self, token: Token) -> bool:
-        t = self._tables.tokens
+        s = self._statements
         values = _token_values(token)
-        where = self._token_where(token.key)
-        newer_or_equal = sa.and_(where, t.c.obtained_at <= values["obtained_at"])
+        where = _key_params(token.key)
+        replace = {**where, **values}
+        unless_newer = {**replace, "b_obtained_at": values["obtained_at"]}
+        row_values = {**_key_of(token.key), **values}
 
         def update(conn: Connection) -> bool:
-            return conn.execute(t.update().where(newer_or_equal).values(values)).rowcount == 1
+            return conn.execute(s.update_token_unless_newer, unless_newer).rowcount == 1
 
         def insert(conn: Connection) -> bool:
-            conn.execute(t.insert().values(**_key_of(token.key), **values))
+            conn.execute(s.insert_token, row_values)
             return True
 
         def settle(conn: Connection) -> bool | None:
             # A row blocked both writes. Lock it and look: a later valid token
             # wins; a corrupted row, or one that an older writer slipped in
             # meanwhile, is replaced. None: the row vanished, start again.
-            row = conn.execute(sa.select(t).where(where).with_for_update()).first()
+            row = conn.execute(s.lock_token, where).first()
             if row is None:
                 return None
             stored = self._decode_token(token.key, row)
             if stored is not None and stored.obtained_at > token.obtained_at:
                 return False
-            return conn.execute(t.update().where(where).values(values)).rowcount == 1
+            return conn.execute(s.update_token, replace).rowcount == 1
 
         for _ in range(3):
             if self._run("put_token", update, write=True):
@@ -618,13 +762,15 @@ class SQLStore(ThreadedAsyncMixin):
         return False  # the row kept vanishing under us: report it unwritten
 
     def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
-        t = self._tables.tokens
-        where = self._token_where(key)
-        if only is not None:
-            where = sa.and_(where, t.c.access_token == only)
+        params = _key_params(key)
+        if only is None:
+            statement = self._statements.delete_token
+        else:
+            statement = self._statements.delete_token_if
+            params["b_access_token"] = only
 
         def delete(conn: Connection) -> bool:
-            return conn.execute(t.delete().where(where)).rowcount > 0
+            return conn.execute(statement, params).rowcount > 0
 
         return self._run("delete_token", delete, write=True)
 
@@ -634,47 +780,32 @@ class SQLStore(ThreadedAsyncMixin):
         # Wall-clock time: the lease is judged by every host sharing the store.
         now = time.time()
         lease = Lease(key=key, owner=secrets.token_hex(16), expires_at=now + ttl)
-        lt = self._tables.leases
+        s = self._statements
         now_us = int(now * 1_000_000)
-        where = sa.and_(
-            lt.c.provider == key.provider,
-            lt.c.app_id == key.app_id,
-            lt.c.instance_id == key.instance_id,
-        )
+        expired = {**_key_params(key), "b_now": now_us}
+        row = {
+            **_key_of(key),
+            "owner": lease.owner,
+            "expires_at": now_us + max(int(ttl * 1_000_000), 0),
+        }
 
         def take(conn: Connection) -> Lease | None:
-            conn.execute(lt.delete().where(where, lt.c.expires_at <= now_us))
-            conn.execute(
-                lt.insert().values(
-                    **_key_of(key),
-                    owner=lease.owner,
-                    expires_at=now_us + max(int(ttl * 1_000_000), 0),
-                )
-            )
+            conn.execute(s.delete_expired_lease, expired)
+            conn.execute(s.insert_lease, row)
             return lease
 
         return self._run("acquire_lease", take, write=True, on_conflict=lambda: None)
 
     def release_lease(self, lease: Lease) -> bool:
-        lt = self._tables.leases
-        key = lease.key
+        statement = self._statements.release_lease
+        params = {**_key_params(lease.key), "b_owner": lease.owner}
 
         def release(conn: Connection) -> bool:
-            statement = lt.delete().where(
-                lt.c.provider == key.provider,
-                lt.c.app_id == key.app_id,
-                lt.c.instance_id == key.instance_id,
-                lt.c.owner == lease.owner,
-            )
-            return conn.execute(statement).rowcount == 1
+            return conn.execute(statement, params).rowcount == 1
 
         return self._run("release_lease", release, write=True)
 
     # --- installations -----------------------------------------------------
-
-    def _installation_where(self, app_id: str, instance_id: str) -> sa.ColumnElement[bool]:
-        it = self._tables.installations
-        return sa.and_(it.c.app_id == app_id, it.c.instance_id == instance_id)
 
     def _decode_installation(self, row: sa.Row[Any]) -> Installation | None:
         try:
@@ -690,36 +821,36 @@ class SQLStore(ThreadedAsyncMixin):
             return None
 
     def get_installation(self, app_id: str, instance_id: str) -> Installation | None:
-        it = self._tables.installations
+        statement = self._statements.get_installation
+        params = {"b_app_id": app_id, "b_instance_id": instance_id}
 
         def read(conn: Connection) -> sa.Row[Any] | None:
-            return conn.execute(
-                sa.select(it).where(self._installation_where(app_id, instance_id))
-            ).first()
+            return conn.execute(statement, params).first()
 
-        row = self._run("get_installation", read, write=False)
+        row = self._read("get_installation", read)
         return None if row is None else self._decode_installation(row)
 
     def put_installation(self, installation: Installation) -> bool:
-        it = self._tables.installations
+        s = self._statements
         values = _installation_values(installation)
-        where = self._installation_where(installation.app_id, installation.instance_id)
+        where = {"b_app_id": installation.app_id, "b_instance_id": installation.instance_id}
 
         def write(conn: Connection) -> bool:
-            row = conn.execute(sa.select(it).where(where).with_for_update()).first()
+            row = conn.execute(s.lock_installation, where).first()
             stored = None if row is None else self._decode_installation(row)
             if not installation_wins(installation, stored):
                 return False
             if row is None:
                 conn.execute(
-                    it.insert().values(
-                        app_id=installation.app_id,
-                        instance_id=installation.instance_id,
+                    s.insert_installation,
+                    {
+                        "app_id": installation.app_id,
+                        "instance_id": installation.instance_id,
                         **values,
-                    )
+                    },
                 )
             else:  # a corrupted row is overwritten like a missing one
-                conn.execute(it.update().where(where).values(values))
+                conn.execute(s.update_installation, {**where, **values})
             return True
 
         # A racing insert of the same installation: read it again, now under lock.
@@ -733,20 +864,19 @@ class SQLStore(ThreadedAsyncMixin):
     def iter_installations(
         self, app_id: str, *, include_removed: bool = False
     ) -> Iterator[Installation]:
-        it = self._tables.installations
+        pages = self._statements.installation_pages
+        batch = _ITER_BATCH
 
         def batch_after(last: str | None) -> Callable[[Connection], list[sa.Row[Any]]]:
-            query = sa.select(it).where(it.c.app_id == app_id)
-            if not include_removed:
-                query = query.where(it.c.status == InstallationStatus.INSTALLED.value)
-            if last is not None:
-                query = query.where(it.c.instance_id > last)
-            query = query.order_by(it.c.instance_id).limit(_ITER_BATCH)
-            return lambda conn: list(conn.execute(query))
+            statement = pages[include_removed, last is not None]
+            params = {"b_app_id": app_id, "b_after": last, "b_limit": batch}
+            if last is None:
+                del params["b_after"]
+            return lambda conn: list(conn.execute(statement, params))
 
         # The first batch is read now, so a broken store fails at the call,
-        # not at some later next(); each batch is its own short transaction.
-        first = self._run("iter_installations", batch_after(None), write=False)
+        # not at some later next(); each batch is one statement of its own.
+        first = self._read("iter_installations", batch_after(None))
 
         def generate(rows: list[sa.Row[Any]]) -> Iterator[Installation]:
             while True:
@@ -754,11 +884,9 @@ class SQLStore(ThreadedAsyncMixin):
                     found = self._decode_installation(row)
                     if found is not None:
                         yield found
-                if len(rows) < _ITER_BATCH:
+                if len(rows) < batch:
                     return
-                rows = self._run(
-                    "iter_installations", batch_after(rows[-1].instance_id), write=False
-                )
+                rows = self._read("iter_installations", batch_after(rows[-1].instance_id))
 
         return generate(first)
 
@@ -785,5 +913,39 @@ def _sqlite_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        read_only = conn.get_execution_options().get("tokenbroker_read_only", False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get("tokenbroker_autocommit", False):
+            return  # one statement: SQLite runs it in a transaction of its own
+        conn.exec_driver_sql(
+            "BEGIN" if options.get("tokenbroker_read_only", False) else "BEGIN IMMEDIATE"
+        )
+
+
+def _reset_hook(engine: Engine) -> None:
+    """The pool's rollback-on-return (``pool_reset_on_return=None`` turns it
+    off), minus the ROLLBACK after a transaction ``_transaction`` committed.
+
+    PyMySQL sends that ROLLBACK to the server although nothing is left to undo.
+    Any other connection, one a maintenance script took from ``engine`` say,
+    is rolled back on return as before.
+    """
+
+    @event.listens_for(engine, "reset")
+    def _reset(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
+        ended = record is not None and record.info.pop(_ENDED, False)
+        if ended or state.transaction_was_reset or not state.asyncio_safe:
+            return
+        if dbapi_connection is not None:
+            dbapi_connection.rollback()
+
+
+def _skip_autocommit_rollback(dialect: Dialect) -> dict[str, Any]:
+    """``skip_autocommit_rollback=True`` where SQLAlchemy (2.0.43+) and the driver
+    support it: on an autocommit connection ``rollback()`` has nothing to undo,
+    but PyMySQL sends ROLLBACK anyway, a round trip per read. (psycopg sends
+    nothing outside a transaction.)"""
+    base = getattr(Dialect, "detect_autocommit_setting", None)
+    own = getattr(type(dialect), "detect_autocommit_setting", None)
+    if base is None or own is None or own is base:
+        return {}
+    return {"skip_autocommit_rollback": True}

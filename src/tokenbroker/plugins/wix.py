@@ -11,22 +11,25 @@ Retry budget: at most ``max_attempts`` requests (default 3) per token, and
 likewise per BI event or instance lookup. 5xx, 408, timeouts and connection
 errors are retried after a full-jitter exponential backoff: a random wait of up
 to 0.25 s, doubling with each attempt, never above 4 s (with 3 attempts: at
-most 0.25 s, then 0.5 s). A 429 is retried after its ``Retry-After`` when that
-is at most 10 s (after the backoff when it has none); a longer wait raises
-``RateLimited`` at once, carrying the wait. 401/403 and other 4xx are never
-retried; neither is a 429 on the last attempt.
+most 0.25 s, then at most 0.5 s). A 429 is retried after its ``Retry-After``
+when that is at most 10 s (after the backoff when it has none); a longer wait,
+or a 429 on the last attempt, raises ``RateLimited`` carrying the wait. Every
+other 4xx, 401/403 included, is never retried.
 
 Circuit breaker: on top of that budget, each provider (one app, one API URL)
-has one ``CircuitBreaker`` shared by all three endpoints, so an outage does not
-become a retry storm. 5 consecutive transient failures (5xx, 408, timeouts,
-connection errors) open it; any other answer, 429 and 401 included, shows the
-API is up and resets the count. While open, every call raises
-``TransientProviderError`` ("circuit open after N consecutive failures;
-retrying in Ns", ``status`` ``None``) before sending anything, and a call
-whose failure opened it stops retrying there. After a 15 s cooldown a single
-trial request goes through, the others still refused while it runs: an answer
-closes the circuit, a failure re-opens it with the cooldown doubled (30 s,
-60 s, ... at most 300 s) until an answer resets it to 15 s.
+has one ``CircuitBreaker`` (``provider.breaker``) shared by all three
+endpoints, so an outage does not become a retry storm. 5 consecutive transient
+failures (5xx, 408, timeouts, connection errors) open it; any other answer,
+429 and 401 included, shows the API is up and resets the count. While it is
+open every call raises ``TransientProviderError`` ("... circuit open after N
+consecutive failures; retrying in Ns", ``status`` ``None``) without sending
+anything, and a call whose failure opened it stops retrying there. After a
+15 s cooldown a single trial request goes through while the others are still
+refused (a token fetched by that request's own ``httpx.Auth`` counts as part
+of the trial): an answer closes the circuit and resets the cooldown, a failure
+re-opens it with the cooldown doubled (30 s, 60 s, ... at most 300 s). A
+cancelled trial frees its slot at once; one that never reports is given up
+after 60 s.
 """
 
 from __future__ import annotations
@@ -219,11 +222,14 @@ class WixProvider:
         if client is not None:
             client.close()
 
-    async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        client = self._aclients.pop(loop, None)
+    async def aclose_loop_client(self) -> None:
+        """Close the running loop's async client (before that loop ends)."""
+        client = self._aclients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
+
+    async def aclose(self) -> None:
+        await self.aclose_loop_client()
         self.close()
 
     # -- the decision core ----------------------------------------------------

@@ -1,0 +1,1 @@
+"""Fault injection: every fault survived, with the broker's promises intact."""
