@@ -44,8 +44,9 @@ CONCURRENCY = 50
 SRC = str(Path(tokenbroker.__file__).parents[1])
 
 IDEAL = "ideal: N x latency / concurrency"
-FLOOR = "floor: httpx straight at the emulator, 50 keep-alive connections"
-HTTPX_DEFAULTS = "httpx straight at the emulator, httpx's default Limits"
+THREADS = "http.client, 50 threads, straight at the emulator"
+FLOOR = "floor: httpx.AsyncClient straight at the emulator, 50 keep-alive"
+HTTPX_DEFAULTS = "httpx.AsyncClient straight at the emulator, default Limits"
 REFRESHER = "broker.refresh_due(concurrency=50)"
 TRACED = "broker.refresh_due(concurrency=50), tracemalloc on"
 
@@ -80,6 +81,34 @@ if mode.startswith("refresh"):
     out["failed"] = len(report.failed)
     out["other"] = len(report.fresh) + len(report.skipped)
     broker.close()
+elif mode == "threads":
+    import http.client, threading
+    from urllib.parse import urlsplit
+    ids = iter([f"{{prefix}}{{i:06d}}" for i in range(count)])
+    lock, failed = threading.Lock(), []
+    def worker():
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        while True:
+            with lock:
+                instance = next(ids, None)
+            if instance is None:
+                break
+            conn.request("POST", "/oauth2/token", json.dumps({{
+                "grant_type": "client_credentials", "client_id": {APP_ID!r},
+                "client_secret": {APP_SECRET!r}, "instance_id": instance}}),
+                {{"Content-Type": "application/json"}})
+            answer = conn.getresponse()
+            body = answer.read()
+            if answer.status != 200 or "access_token" not in json.loads(body):
+                failed.append(answer.status)
+        conn.close()
+    pool = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in pool: t.start()
+    for t in pool: t.join(600)
+    out.update(seconds=time.perf_counter() - start, refreshed=count - len(failed),
+               failed=len(failed), errors=[str(s) for s in failed[:5]], other=0)
 else:
     import httpx
     ids = iter([f"{{prefix}}{{i:06d}}" for i in range(count)])
@@ -257,6 +286,7 @@ def run(config: Config) -> list[BulkTable]:
             return f"sqlite:///{path}"
 
         runs = [
+            _run(emu, THREADS, "threads", "-", prefix, count, timeout),
             _run(emu, FLOOR, "floor", "-", prefix, count, timeout),
             _run(emu, HTTPX_DEFAULTS, "httpx-defaults", "-", prefix, count, timeout),
             _run(emu, REFRESHER, "refresh", store("plain"), prefix, count, timeout),

@@ -102,3 +102,19 @@ class TestUrlPasswords:
     def test_a_url_without_a_password_has_none(self) -> None:
         assert url_passwords("sqlite:///x.db") == ()
         assert url_passwords(None) == ()  # type: ignore[arg-type]
+
+
+class TestQueryPasswords:
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            (
+                "unix:///run/redis.sock?db=0&password=hunter2",
+                "unix:///run/redis.sock?db=0&password=***",
+            ),
+            ("redis://h:6379/0?PASSWORD=x&db=1", "redis://h:6379/0?PASSWORD=***&db=1"),
+            ("redis://:pw@h/0?token=abc#frag", "redis://:***@h/0?token=***#frag"),
+        ],
+    )
+    def test_passwords_in_the_query_are_hidden_too(self, url: str, expected: str) -> None:
+        assert redact_url(url) == expected

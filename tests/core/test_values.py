@@ -20,6 +20,7 @@ class TestInstanceIdValidation:
             ("in\nst", "control characters"),
             ("in\x00st", "control characters"),
             ("in\u200bst", "control characters"),
+            ("in\ud800st", "control characters"),
             (42, "must be a string"),
         ],
     )

@@ -18,7 +18,21 @@ _AUTHORITY_END: Final = re.compile(r"[/?#]")
 _SCHEME: Final = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.\-]*):")
 
 
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|secret|token)=)[^&#]*")
+
+
 def redact_url(url: str) -> str:
+    """Return ``url`` with its passwords replaced by ``***``: the userinfo one, and
+    query parameters such as ``?password=`` (redis-py reads one there).
+    """
+    redacted = _redact_userinfo(url)
+    try:
+        return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, redacted)
+    except TypeError:
+        return redacted
+
+
+def _redact_userinfo(url: str) -> str:
     """Return ``url`` with its password replaced by ``***``.
 
     ``postgresql+psycopg://u:pw@h/db`` becomes ``postgresql+psycopg://u:***@h/db``;

@@ -33,7 +33,7 @@ def validate_id(value: object, what: str = "instance id") -> str:
         raise ConfigError(f"{what} {value.strip()[:40]!r} has leading or trailing whitespace")
     if len(value) > MAX_ID_LENGTH:
         raise ConfigError(f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in value):
         raise ConfigError(f"{what} {value[:40]!r} contains control characters")
     return value
 
