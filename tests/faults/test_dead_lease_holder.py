@@ -34,7 +34,13 @@ LEASE_TTL = 2.0
 StartHolder = Callable[[str, str, str, float], LeaseHolder]
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.backend("postgres")),
+        pytest.param("redis", marks=pytest.mark.backend("redis")),
+    ]
+)
 def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A cold store that several processes share."""
     if request.param == "sqlite":

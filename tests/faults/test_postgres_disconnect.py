@@ -27,6 +27,8 @@ from .conftest import (
     stored_token,
 )
 
+pytestmark = pytest.mark.backend("postgres")
+
 INSTANCES = ("inst-1", "inst-2", "inst-3", "inst-4")
 
 

@@ -34,9 +34,9 @@ TIMEOUT = 0.5  # the broker's HTTP timeout; hangs below last longer
 HANG = 2.0
 
 
-def make_broker(emulator: WixEmulator, store: str) -> TokenBroker:
+def make_broker(emulator: WixEmulator, store: str, timeout: float = 10.0) -> TokenBroker:
     return TokenBroker(
-        app_id=APP_ID, app_secret=APP_SECRET, store=store, api_url=emulator.url, timeout=TIMEOUT
+        app_id=APP_ID, app_secret=APP_SECRET, store=store, api_url=emulator.url, timeout=timeout
     )
 
 
@@ -45,15 +45,25 @@ def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'faults.db'}"
 
 
+def guarded(emulator: WixEmulator, store_url: str, timeout: float) -> Iterator[Invariants]:
+    emulator.install(OTHER)
+    with make_broker(emulator, store_url, timeout) as broker:
+        broker.add_installations([INSTANCE, OTHER])
+        guard = Invariants(broker, emulator)
+        guard.record_registry()
+        yield guard
+
+
 @pytest.fixture
 def guard(wix_emulator: WixEmulator, store_url: str) -> Iterator[Invariants]:
     """A broker on a fresh SQLite store with two installations recorded."""
-    wix_emulator.install(OTHER)
-    with make_broker(wix_emulator, store_url) as broker:
-        broker.add_installations([INSTANCE, OTHER])
-        guard = Invariants(broker, wix_emulator)
-        guard.record_registry()
-        yield guard
+    yield from guarded(wix_emulator, store_url, timeout=10.0)
+
+
+@pytest.fixture
+def hasty_guard(wix_emulator: WixEmulator, store_url: str) -> Iterator[Invariants]:
+    """The same, with an HTTP timeout the emulator's hangs outlast."""
+    yield from guarded(wix_emulator, store_url, timeout=TIMEOUT)
 
 
 def assert_recovers(guard: Invariants, instance_id: str = INSTANCE) -> None:
@@ -142,26 +152,26 @@ class TestServerErrors:
 
 class TestTimeouts:
     def test_a_hung_request_times_out_and_the_retry_is_served(
-        self, guard: Invariants, wix_emulator: WixEmulator
+        self, hasty_guard: Invariants, wix_emulator: WixEmulator
     ) -> None:
         wix_emulator.hang_next(HANG)
         requests = Requests(wix_emulator)
-        token = guard.token(INSTANCE)
+        token = hasty_guard.token(INSTANCE)
         assert requests.count == 2
-        assert stored_token(guard.broker, INSTANCE) == token
-        guard.assert_kept()
+        assert stored_token(hasty_guard.broker, INSTANCE) == token
+        hasty_guard.assert_kept()
 
     def test_an_api_that_never_answers_raises_transient_error_after_at_most_3_requests(
-        self, guard: Invariants, wix_emulator: WixEmulator
+        self, hasty_guard: Invariants, wix_emulator: WixEmulator
     ) -> None:
         wix_emulator.hang_next(HANG, times=BUDGET)
         requests = Requests(wix_emulator)
         with pytest.raises(TransientProviderError, match="no answer"):
-            guard.token(INSTANCE)
+            hasty_guard.token(INSTANCE)
         assert requests.count == BUDGET
-        assert stored_token(guard.broker, INSTANCE) is None
-        assert_recovers(guard)
-        guard.assert_kept()
+        assert stored_token(hasty_guard.broker, INSTANCE) is None
+        assert_recovers(hasty_guard)
+        hasty_guard.assert_kept()
 
 
 GARBAGE: dict[str, dict[str, Any]] = {

@@ -30,6 +30,8 @@ from .conftest import (
     stored_token,
 )
 
+pytestmark = pytest.mark.backend("redis")
+
 WARM = "inst-1"  # fetched before the kill: in the near cache
 MISS = "inst-2"  # first asked for while the store is down
 AFTER = "inst-3"  # first asked for after the restart
