@@ -266,6 +266,44 @@ class TestFreshness:
         assert provider.calls == 2
 
 
+class TestNearCacheAge:
+    def test_news_from_another_process_is_seen_within_the_max_age(
+        self,
+        engine: TokenEngine,
+        store: MemoryStore,
+        provider: ScriptedProvider,
+        clock: ManualClock,
+    ) -> None:
+        engine.get(KEY)
+        store.delete_token(KEY)  # another process purged it (an uninstall)
+        clock.advance(30)
+        assert engine.get(KEY).access_token == "tok-1"  # still within the near cache's age
+        clock.advance(31)
+        assert engine.get(KEY).access_token == "tok-2"  # the store was asked again
+        assert provider.calls == 2
+
+    def test_an_aged_entry_whose_token_is_still_stored_costs_no_upstream_call(
+        self, engine: TokenEngine, provider: ScriptedProvider, clock: ManualClock
+    ) -> None:
+        engine.get(KEY)
+        clock.advance(120)
+        assert engine.get(KEY).access_token == "tok-1"
+        assert provider.calls == 1
+
+    def test_an_uninstalled_instance_loses_its_advisory_token_at_once(
+        self, engine: TokenEngine, provider: ScriptedProvider, clock: ManualClock
+    ) -> None:
+        from tokenbroker import InstanceNotInstalled
+
+        engine.get(KEY)
+        clock.advance(LIFE - 20 * 60)  # advisory: a failure would normally serve the old one
+        provider.error = InstanceNotInstalled("gone", status=400)
+        with pytest.raises(InstanceNotInstalled):
+            engine.get(KEY)
+        assert engine.near is not None
+        assert engine.near.get(KEY) is None
+
+
 class TestFleetLease:
     def test_a_caller_waits_for_the_lease_holder_and_uses_its_token(
         self, engine: TokenEngine, store: MemoryStore, provider: ScriptedProvider

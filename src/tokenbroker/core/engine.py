@@ -18,7 +18,13 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from .clock import Clock
-from .errors import ProviderError, StorageError, TokenBrokerError
+from .errors import (
+    InstanceNotInstalled,
+    InvalidCredentials,
+    ProviderError,
+    StorageError,
+    TokenBrokerError,
+)
 from .flow import Flow, Op, run_async, run_sync
 from .nearcache import NearCache
 from .policy import RefreshPolicy, TokenState, state_at
@@ -190,7 +196,7 @@ class TokenEngine:
 
     def _remember(self, token: Token, thresholds: tuple[float, float, float]) -> None:
         if self.near is not None:
-            self.near.put(token, thresholds)
+            self.near.put(token, thresholds, self.clock.time())
 
     def _usable(self, token: Token | None) -> tuple[TokenState, tuple[float, float, float]] | None:
         if token is None:
@@ -269,6 +275,11 @@ class TokenEngine:
                     return found
             try:
                 fresh: Token = yield Op("acquire", (key,))
+            except (InstanceNotInstalled, InvalidCredentials):
+                # the old token is no use either: Wix no longer accepts this pair
+                if self.near is not None:
+                    self.near.discard(key)
+                raise
             except ProviderError as exc:
                 if fallback is not None and self.policy.state(fallback, self.clock.time()).servable:
                     log.warning(

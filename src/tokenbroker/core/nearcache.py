@@ -1,8 +1,11 @@
 """The near cache: tokens kept inside the process, in front of the store.
 
 A hit costs a dict lookup and one comparison with the clock. An entry is
-served only while its token is fresh; from the advisory window on, the engine
-decides, and past the mandatory threshold an entry is useless and dropped.
+served only while its token is fresh, and for at most ``max_age`` seconds
+(60 by default) before the store is asked again, so news that reached the
+store from another process (an uninstall purged the token) is seen within
+that bound. From then on the engine decides; past the mandatory threshold an
+entry is never served.
 Bounded: when full, the oldest insertion is evicted (FIFO keeps hits
 lock-free; an LRU would need a lock on every read).
 """
@@ -23,18 +26,21 @@ class Entry(NamedTuple):
 
 
 class NearCache:
-    __slots__ = ("_entries", "_lock", "max_entries")
+    __slots__ = ("_entries", "_lock", "max_age", "max_entries")
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 100_000, max_age: float = 60.0) -> None:
         self.max_entries = max_entries
+        self.max_age = max_age
         self._entries: dict[TokenKey, Entry] = {}
         self._lock = threading.Lock()
 
     def get(self, key: TokenKey) -> Entry | None:
         return self._entries.get(key)
 
-    def put(self, token: Token, thresholds: tuple[float, float, float]) -> None:
-        entry = Entry(token, *thresholds)
+    def put(self, token: Token, thresholds: tuple[float, float, float], now: float) -> None:
+        refresh_at, must_refresh_at, expires_at = thresholds
+        # "serve until": the token's own refresh time, or max_age from now
+        entry = Entry(token, min(refresh_at, now + self.max_age), must_refresh_at, expires_at)
         with self._lock:
             entries = self._entries
             current = entries.get(token.key)
