@@ -486,8 +486,6 @@ class SQLStore(ThreadedAsyncMixin):
             "isolation_level": "AUTOCOMMIT",
             **_skip_autocommit_rollback(engine.dialect),
         }
-        if reset_hook:
-            reader_options["pool_reset_on_return"] = None
         return engine, self._make_engine(url, reader_options)
 
     def _make_engine(self, url: URL, options: dict[str, Any]) -> Engine:
