@@ -50,7 +50,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -62,6 +61,7 @@ from ..core.installation import Installation, InstallationStatus
 from ..core.protocols import Lease
 from ..core.token import Token, TokenKey
 from .base import installation_wins
+from .codec import Corrupt, from_micros, opt_from_micros, opt_micros, text, to_micros
 from .urls import REDACTED, redact_url, scheme_of, url_passwords
 
 try:
@@ -98,8 +98,6 @@ DEFAULT_TIMEOUT: Final = 5.0
 SENTINEL_PORT: Final = 26379
 REDIS_PORT: Final = 6379
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
 _ITER_BATCH: Final = 500
 # Optimistic writes go again when another writer got there first; every round
 # has a winner, so this bounds the wait of the unluckiest of many racers.
@@ -369,10 +367,6 @@ def _check_prefix(prefix: str, printable: str) -> str:
 # --- values <-> stored bytes -------------------------------------------------
 
 
-class _Corrupt(Exception):
-    """A stored value that cannot be turned back into a value."""
-
-
 class _WrongType:
     """What a GET reads from a key holding something other than a string."""
 
@@ -384,35 +378,6 @@ WRONG_TYPE: Final = _WrongType()
 Raw: TypeAlias = "bytes | _WrongType | None"
 
 
-def _to_micros(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime: tokenbroker only handles timezone-aware times")
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _opt_micros(moment: datetime | None) -> int | None:
-    return None if moment is None else _to_micros(moment)
-
-
-def _from_micros(value: object, field: str) -> datetime:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _Corrupt(f"{field} is {value!r}")
-    try:
-        return _EPOCH + value * _MICROSECOND
-    except OverflowError:
-        raise _Corrupt(f"{field} is out of range") from None
-
-
-def _opt_from_micros(value: object, field: str) -> datetime | None:
-    return None if value is None else _from_micros(value, field)
-
-
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _Corrupt(f"{field} is {'empty' if value == '' else type(value).__name__}")
-    return value
-
-
 def _dump(document: Mapping[str, Any]) -> bytes:
     # Sorted keys: the same record always makes the same bytes.
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -420,13 +385,13 @@ def _dump(document: Mapping[str, Any]) -> bytes:
 
 def _load(raw: bytes | _WrongType) -> dict[str, Any]:
     if isinstance(raw, _WrongType):
-        raise _Corrupt("the key holds a value that is not a string")
+        raise Corrupt("the key holds a value that is not a string")
     try:
         document = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
-        raise _Corrupt("the value is not JSON") from None
+        raise Corrupt("the value is not JSON") from None
     if not isinstance(document, dict):
-        raise _Corrupt(f"the value is a JSON {type(document).__name__}, not an object")
+        raise Corrupt(f"the value is a JSON {type(document).__name__}, not an object")
     return document
 
 
@@ -435,10 +400,10 @@ def _encode_token(token: Token) -> bytes:
         {
             "access_token": token.access_token,
             "token_type": token.token_type,
-            "obtained_at": _to_micros(token.obtained_at),
-            "expires_at": _to_micros(token.expires_at),
-            "refresh_at": _opt_micros(token.refresh_at),
-            "must_refresh_at": _opt_micros(token.must_refresh_at),
+            "obtained_at": to_micros(token.obtained_at),
+            "expires_at": to_micros(token.expires_at),
+            "refresh_at": opt_micros(token.refresh_at),
+            "must_refresh_at": opt_micros(token.must_refresh_at),
         }
     )
 
@@ -447,12 +412,12 @@ def _decode_token(key: TokenKey, raw: bytes | _WrongType) -> Token:
     doc = _load(raw)
     return Token(
         key=key,
-        access_token=_text(doc.get("access_token"), "access_token"),
-        token_type=_text(doc.get("token_type"), "token_type"),
-        obtained_at=_from_micros(doc.get("obtained_at"), "obtained_at"),
-        expires_at=_from_micros(doc.get("expires_at"), "expires_at"),
-        refresh_at=_opt_from_micros(doc.get("refresh_at"), "refresh_at"),
-        must_refresh_at=_opt_from_micros(doc.get("must_refresh_at"), "must_refresh_at"),
+        access_token=text(doc.get("access_token"), "access_token"),
+        token_type=text(doc.get("token_type"), "token_type"),
+        obtained_at=from_micros(doc.get("obtained_at"), "obtained_at"),
+        expires_at=from_micros(doc.get("expires_at"), "expires_at"),
+        refresh_at=opt_from_micros(doc.get("refresh_at"), "refresh_at"),
+        must_refresh_at=opt_from_micros(doc.get("must_refresh_at"), "must_refresh_at"),
     )
 
 
@@ -462,11 +427,11 @@ def _encode_installation(inst: Installation) -> bytes:
             "app_id": inst.app_id,
             "instance_id": inst.instance_id,
             "status": inst.status.value,
-            "installed_at": _opt_micros(inst.installed_at),
-            "removed_at": _opt_micros(inst.removed_at),
-            "setup_finished_at": _opt_micros(inst.setup_finished_at),
+            "installed_at": opt_micros(inst.installed_at),
+            "removed_at": opt_micros(inst.removed_at),
+            "setup_finished_at": opt_micros(inst.setup_finished_at),
             "origin_instance_id": inst.origin_instance_id,
-            "updated_at": _opt_micros(inst.updated_at),
+            "updated_at": opt_micros(inst.updated_at),
             "extra": dict(inst.extra),
         }
     )
@@ -475,26 +440,26 @@ def _encode_installation(inst: Installation) -> bytes:
 def _decode_installation(app_id: str, instance_id: str, raw: bytes | _WrongType) -> Installation:
     doc = _load(raw)
     if doc.get("app_id") != app_id or doc.get("instance_id") != instance_id:
-        raise _Corrupt("the record names another installation")
+        raise Corrupt("the record names another installation")
     try:
         status = InstallationStatus(doc.get("status"))
     except ValueError:
-        raise _Corrupt(f"status is {doc.get('status')!r}") from None
+        raise Corrupt(f"status is {doc.get('status')!r}") from None
     extra = doc.get("extra")
     if not isinstance(extra, dict):
-        raise _Corrupt(f"extra is a JSON {type(extra).__name__}, not an object")
+        raise Corrupt(f"extra is a JSON {type(extra).__name__}, not an object")
     origin = doc.get("origin_instance_id")
     if origin is not None and not isinstance(origin, str):
-        raise _Corrupt(f"origin_instance_id is {type(origin).__name__}")
+        raise Corrupt(f"origin_instance_id is {type(origin).__name__}")
     return Installation(
         app_id=app_id,
         instance_id=instance_id,
         status=status,
-        installed_at=_opt_from_micros(doc.get("installed_at"), "installed_at"),
-        removed_at=_opt_from_micros(doc.get("removed_at"), "removed_at"),
-        setup_finished_at=_opt_from_micros(doc.get("setup_finished_at"), "setup_finished_at"),
+        installed_at=opt_from_micros(doc.get("installed_at"), "installed_at"),
+        removed_at=opt_from_micros(doc.get("removed_at"), "removed_at"),
+        setup_finished_at=opt_from_micros(doc.get("setup_finished_at"), "setup_finished_at"),
         origin_instance_id=origin,
-        updated_at=_opt_from_micros(doc.get("updated_at"), "updated_at"),
+        updated_at=opt_from_micros(doc.get("updated_at"), "updated_at"),
         extra=extra,
     )
 
@@ -913,7 +878,7 @@ class RedisStore:
             return None
         try:
             return _decode_token(key, raw)
-        except _Corrupt as why:
+        except Corrupt as why:
             log.warning("ignoring corrupted token for %s in %s: %s", key, self.url, why)
             return None
 
@@ -922,7 +887,7 @@ class RedisStore:
             return None
         try:
             return _decode_installation(app_id, instance_id, raw)
-        except _Corrupt as why:
+        except Corrupt as why:
             log.warning(
                 "ignoring corrupted installation %s:%s in %s: %s",
                 app_id,
@@ -941,8 +906,8 @@ class RedisStore:
     def _put_token_flow(self, token: Token) -> Flow[bool]:
         name = self.token_key(token.key)
         value = _encode_token(token)
-        obtained_us = _to_micros(token.obtained_at)
-        expires_ms = -(-_to_micros(token.expires_at) // 1000)
+        obtained_us = to_micros(token.obtained_at)
+        expires_ms = -(-to_micros(token.expires_at) // 1000)
         # Gone with the token, but never before a reader could see a token
         # that was written already expired (freshness is the policy's call).
         keep_until_ms = max(expires_ms, int(time.time() * 1000)) + self._grace_ms

@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -46,6 +45,14 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.pool import PoolResetState, StaticPool
 
 from tokenbroker.backends.base import ThreadedAsyncMixin, installation_wins
+from tokenbroker.backends.codec import (
+    Corrupt,
+    from_micros,
+    opt_from_micros,
+    opt_micros,
+    text,
+    to_micros,
+)
 from tokenbroker.backends.urls import redact_url, url_passwords
 from tokenbroker.core.errors import ConfigError, StorageError
 from tokenbroker.core.installation import Installation, InstallationStatus
@@ -65,8 +72,6 @@ DEFAULT_TABLE_PREFIX: Final = "tokenbroker_"
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
 _ITER_BATCH: Final = 500
 _TRANSIENT_RETRIES: Final = 4
 # Server connections older than this are replaced at checkout, before a
@@ -232,40 +237,6 @@ class _Statements:
 # --- values <-> rows -------------------------------------------------------
 
 
-def _to_micros(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime: tokenbroker only handles timezone-aware times")
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _opt_micros(moment: datetime | None) -> int | None:
-    return None if moment is None else _to_micros(moment)
-
-
-class _Corrupt(Exception):
-    """A stored row that cannot be turned back into a value."""
-
-
-def _from_micros(value: object, column: str) -> datetime:
-    # bool is an int subclass; a driver never hands one back for BIGINT.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _Corrupt(f"{column} is {value!r}")
-    try:
-        return _EPOCH + value * _MICROSECOND
-    except OverflowError:
-        raise _Corrupt(f"{column} is out of range") from None
-
-
-def _opt_from_micros(value: object, column: str) -> datetime | None:
-    return None if value is None else _from_micros(value, column)
-
-
-def _text(value: object, column: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _Corrupt(f"{column} is {'empty' if value == '' else type(value).__name__}")
-    return value
-
-
 def _key_of(key: TokenKey) -> dict[str, str]:
     return {"provider": key.provider, "app_id": key.app_id, "instance_id": key.instance_id}
 
@@ -279,33 +250,33 @@ def _token_values(token: Token) -> dict[str, Any]:
     return {
         "access_token": token.access_token,
         "token_type": token.token_type,
-        "obtained_at": _to_micros(token.obtained_at),
-        "expires_at": _to_micros(token.expires_at),
-        "refresh_at": _opt_micros(token.refresh_at),
-        "must_refresh_at": _opt_micros(token.must_refresh_at),
+        "obtained_at": to_micros(token.obtained_at),
+        "expires_at": to_micros(token.expires_at),
+        "refresh_at": opt_micros(token.refresh_at),
+        "must_refresh_at": opt_micros(token.must_refresh_at),
     }
 
 
 def _token_from_row(key: TokenKey, row: sa.Row[Any]) -> Token:
     return Token(
         key=key,
-        access_token=_text(row.access_token, "access_token"),
-        token_type=_text(row.token_type, "token_type"),
-        obtained_at=_from_micros(row.obtained_at, "obtained_at"),
-        expires_at=_from_micros(row.expires_at, "expires_at"),
-        refresh_at=_opt_from_micros(row.refresh_at, "refresh_at"),
-        must_refresh_at=_opt_from_micros(row.must_refresh_at, "must_refresh_at"),
+        access_token=text(row.access_token, "access_token"),
+        token_type=text(row.token_type, "token_type"),
+        obtained_at=from_micros(row.obtained_at, "obtained_at"),
+        expires_at=from_micros(row.expires_at, "expires_at"),
+        refresh_at=opt_from_micros(row.refresh_at, "refresh_at"),
+        must_refresh_at=opt_from_micros(row.must_refresh_at, "must_refresh_at"),
     )
 
 
 def _installation_values(inst: Installation) -> dict[str, Any]:
     return {
         "status": inst.status.value,
-        "installed_at": _opt_micros(inst.installed_at),
-        "removed_at": _opt_micros(inst.removed_at),
-        "setup_finished_at": _opt_micros(inst.setup_finished_at),
+        "installed_at": opt_micros(inst.installed_at),
+        "removed_at": opt_micros(inst.removed_at),
+        "setup_finished_at": opt_micros(inst.setup_finished_at),
         "origin_instance_id": inst.origin_instance_id,
-        "updated_at": _opt_micros(inst.updated_at),
+        "updated_at": opt_micros(inst.updated_at),
         # Sorted keys: the same record always makes the same text.
         "extra": json.dumps(dict(inst.extra), sort_keys=True, separators=(",", ":")),
     }
@@ -315,25 +286,25 @@ def _installation_from_row(row: sa.Row[Any]) -> Installation:
     try:
         status = InstallationStatus(row.status)
     except ValueError:
-        raise _Corrupt(f"status is {row.status!r}") from None
+        raise Corrupt(f"status is {row.status!r}") from None
     try:
         extra = json.loads(row.extra)
     except (TypeError, ValueError):
-        raise _Corrupt("extra is not JSON") from None
+        raise Corrupt("extra is not JSON") from None
     if not isinstance(extra, dict):
-        raise _Corrupt(f"extra is a JSON {type(extra).__name__}, not an object")
+        raise Corrupt(f"extra is a JSON {type(extra).__name__}, not an object")
     origin = row.origin_instance_id
     if origin is not None and not isinstance(origin, str):
-        raise _Corrupt(f"origin_instance_id is {type(origin).__name__}")
+        raise Corrupt(f"origin_instance_id is {type(origin).__name__}")
     return Installation(
         app_id=row.app_id,
         instance_id=row.instance_id,
         status=status,
-        installed_at=_opt_from_micros(row.installed_at, "installed_at"),
-        removed_at=_opt_from_micros(row.removed_at, "removed_at"),
-        setup_finished_at=_opt_from_micros(row.setup_finished_at, "setup_finished_at"),
+        installed_at=opt_from_micros(row.installed_at, "installed_at"),
+        removed_at=opt_from_micros(row.removed_at, "removed_at"),
+        setup_finished_at=opt_from_micros(row.setup_finished_at, "setup_finished_at"),
         origin_instance_id=origin,
-        updated_at=_opt_from_micros(row.updated_at, "updated_at"),
+        updated_at=opt_from_micros(row.updated_at, "updated_at"),
         extra=extra,
     )
 
@@ -718,7 +689,7 @@ class SQLStore(ThreadedAsyncMixin):
     def _decode_token(self, key: TokenKey, row: sa.Row[Any]) -> Token | None:
         try:
             return _token_from_row(key, row)
-        except _Corrupt as why:
+        except Corrupt as why:
             log.warning("ignoring corrupted token for %s in %s: %s", key, self.url, why)
             return None
 
@@ -808,7 +779,7 @@ class SQLStore(ThreadedAsyncMixin):
     def _decode_installation(self, row: sa.Row[Any]) -> Installation | None:
         try:
             return _installation_from_row(row)
-        except _Corrupt as why:
+        except Corrupt as why:
             log.warning(
                 "ignoring corrupted installation %s:%s in %s: %s",
                 row.app_id,
