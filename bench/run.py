@@ -21,13 +21,16 @@ from types import ModuleType
 from typing import Any
 
 import backends
+import bulk_refresh
 import cache_hit
 import herd
+import scale
 import tokenbroker
+import webhooks
 from harness import Config, Skip
 
-# In the order they run. Planned: per-backend misses, webhook throughput, bulk refresh.
-BENCHMARKS: list[ModuleType] = [cache_hit, backends, herd]
+# In the order they run. Planned: per-backend misses.
+BENCHMARKS: list[ModuleType] = [cache_hit, backends, herd, scale, webhooks, bulk_refresh]
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
