@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import tokenbroker
 from tokenbroker.testing.emulator import WixEmulator
 
 from .conftest import APP_ID, APP_SECRET, INSTANCE
+from .workers import run
 
 WORKER = f"""
 import json, sys, threading
@@ -30,28 +24,8 @@ print(json.dumps(sorted(seen)))
 
 
 def spawn_workers(count: int, threads: int, url: str, store: str) -> list[list[str]]:
-    env = dict(os.environ, PYTHONPATH=str(Path(tokenbroker.__file__).parents[1]))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, store, INSTANCE, str(threads)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(count)
-    ]
-    for proc in procs:  # release them all at once
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        results.append(json.loads(out))
-    return results
+    # this worker prints no "ready": it is released as soon as it is started
+    return run(WORKER, [[url, store, INSTANCE, str(threads)]] * count, ready=False)
 
 
 class TestSharedSQLiteFile:

@@ -149,3 +149,25 @@ class TestKeys:
     def test_a_malformed_key_is_a_config_error_naming_the_variable(self, bad: str) -> None:
         with pytest.raises(ConfigError, match="TOKENBROKER_ENCRYPTION_KEY"):
             EncryptedStore(MemoryStore(), bad)
+
+
+class TestNoPlaintextInRedis:
+    def test_raw_redis_values_hold_only_ciphertext(
+        self, redis_url: str, unique_prefix: str
+    ) -> None:
+        import redis
+
+        from tokenbroker.backends.redis import RedisStore
+
+        store = EncryptedStore(RedisStore(redis_url, key_prefix=unique_prefix), KEY_A)
+        key = TokenKey("wix", "app", "inst-raw")
+        store.put_token(make_token(key))
+        assert store.get_token(key) == make_token(key)  # it reads back through the key
+        raw = redis.Redis.from_url(redis_url)
+        try:
+            values = [raw.get(name) for name in raw.scan_iter(match=f"{unique_prefix}*")]
+        finally:
+            raw.close()
+            store.close()
+        assert values
+        assert all(b"plaintext-secret-token" not in (value or b"") for value in values)

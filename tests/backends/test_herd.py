@@ -7,23 +7,20 @@ the middle of its refresh: the next caller takes over once the lease lapses.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import tokenbroker
 from tokenbroker import TokenBroker
 from tokenbroker.testing.emulator import WixEmulator
 
+from ..workers import collect, go, kill, start
+
 APP_ID = "test-app-id"
 APP_SECRET = "test-app-secret"
-SRC = str(Path(tokenbroker.__file__).parents[1])
 
 HERD_WORKER = f"""
 import json, sys, threading
@@ -51,27 +48,7 @@ print(json.dumps({{"tokens": sorted(seen), "errors": errors}}), flush=True)
 def start_worker(
     url: str, store: str, instance: str, threads: int, lease_ttl: float
 ) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    worker = subprocess.Popen(
-        [sys.executable, "-c", HERD_WORKER, url, store, instance, str(threads), str(lease_ttl)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert worker.stdout is not None
-    line = worker.stdout.readline()
-    if line.strip() != "ready":
-        worker.kill()
-        raise AssertionError(worker.communicate()[1])
-    return worker
-
-
-def go(worker: subprocess.Popen[str]) -> None:
-    assert worker.stdin is not None
-    worker.stdin.write("go\n")
-    worker.stdin.flush()
+    return start(HERD_WORKER, [url, store, instance, str(threads), str(lease_ttl)])
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql", "redis"])
@@ -97,13 +74,8 @@ class TestColdHerd:
         wix_emulator.latency = 0.2  # the leader's request stays in flight while the herd asks
         instance = "inst-1"
         workers = [start_worker(wix_emulator.url, shared_store, instance, 25, 30) for _ in range(4)]
-        for worker in workers:
-            go(worker)
-        results = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
+        go(*workers)
+        results = collect(workers, timeout=120)
         assert [r["errors"] for r in results] == [[], [], [], []]
         assert len({tok for r in results for tok in r["tokens"]}) == 1
         assert wix_emulator.token_requests == 1
@@ -118,8 +90,7 @@ class TestDeadLeaseHolder:
         holder = start_worker(wix_emulator.url, shared_store, "inst-1", 1, lease_ttl)
         go(holder)
         assert wix_emulator.wait_for_in_flight(1, timeout=30)
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(30)
+        kill([holder], timeout=30)  # SIGKILL
         wix_emulator.resume()
         # wait_timeout barely above the lease: taking over must not need longer
         with TokenBroker(

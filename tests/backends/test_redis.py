@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -30,7 +29,6 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-import tokenbroker
 import tokenbroker.backends.redis as redis_module
 from tokenbroker.backends import store_from_url
 from tokenbroker.backends.redis import RedisStore, parse_redis_url
@@ -39,12 +37,12 @@ from tokenbroker.core.installation import Installation, InstallationStatus
 from tokenbroker.core.token import Token, TokenKey
 from tokenbroker.testing.conformance import StoreConformance
 
+from ..workers import run, worker_env
 from .conftest import delete_redis_keys
 
 pytestmark = pytest.mark.backend("redis")
 
 PASSWORD = "Sup3r-s3cret-pw"
-SRC = str(Path(tokenbroker.__file__).resolve().parent.parent)
 NOW = datetime(2031, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)
 
 
@@ -668,39 +666,8 @@ finally:
 
 def run_workers(count: int, url: str, prefix: str) -> list[dict[str, Any]]:
     """Start ``count`` processes, let them all get ready, then release them at once."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     key_id = f"inst-{uuid.uuid4()}"
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, prefix, key_id],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(count)
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            line = worker.stdout.readline()
-            assert line.strip() == "ready", worker.communicate()[1]
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        results = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        return results
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+    return run(WORKER, [[url, prefix, key_id] for _ in range(count)])
 
 
 class TestSeveralProcesses:
@@ -783,13 +750,12 @@ try:
 except ConfigError as error:
     print(error)
 """
-        env = {**os.environ, "PYTHONPATH": SRC}
         done = subprocess.run(
             [sys.executable, "-c", code],
             check=False,
             capture_output=True,
             text=True,
-            env=env,
+            env=worker_env(),
             timeout=60,
         )
         assert done.returncode == 0, done.stderr

@@ -9,11 +9,7 @@ damaged rows and the recorded schema version.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
-import os
-import subprocess
-import sys
 import time
 import traceback
 import uuid
@@ -27,15 +23,15 @@ import attrs
 import pytest
 import sqlalchemy as sa
 
-import tokenbroker
 from tokenbroker.backends.sql import SCHEMA_VERSION, SQLStore
 from tokenbroker.core.errors import ConfigError, StorageError
 from tokenbroker.core.installation import Installation
 from tokenbroker.core.token import Token, TokenKey
 from tokenbroker.testing.conformance import StoreConformance
 
+from ..workers import run
+
 PASSWORD = "Sup3r-s3cret-pw"
-SRC = str(Path(tokenbroker.__file__).resolve().parent.parent)
 NOW = datetime(2031, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)
 
 
@@ -141,39 +137,8 @@ finally:
 
 def run_workers(count: int, url: str, prefix: str, action: str) -> list[dict[str, Any]]:
     """Start ``count`` processes, let them all get ready, then release them at once."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     key_id = f"inst-{uuid.uuid4()}"
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, prefix, action, key_id, str(n)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for n in range(count)
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            line = worker.stdout.readline()
-            assert line.strip() == "ready", worker.communicate()[1]
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        results = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        return results
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+    return run(WORKER, [[url, prefix, action, key_id, str(n)] for n in range(count)])
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])

@@ -14,13 +14,11 @@ The invariants (``Invariants``):
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +30,6 @@ import attrs
 import pytest
 import sqlalchemy as sa
 
-import tokenbroker
 from tokenbroker import Token, TokenBroker, TokenKey, hookimpl
 from tokenbroker.core.clock import to_timestamp
 from tokenbroker.plugins import plugin_manager, reset_plugins
@@ -40,12 +37,13 @@ from tokenbroker.testing.emulator import WixEmulator
 from tokenbroker.testing.pytest_plugin import TEST_APP_ID, TEST_APP_SECRET
 
 from ..backends.conftest import POSTGRES_URLS, drop_tables, find_server, server_unavailable
+from ..workers import go, kill
+from ..workers import start as start_worker
 
 APP_ID = TEST_APP_ID
 APP_SECRET = TEST_APP_SECRET
 # Requests one token fetch may make (the Wix provider's documented default).
 BUDGET = 3
-SRC = str(Path(tokenbroker.__file__).parents[1])
 
 T = TypeVar("T")
 
@@ -497,14 +495,10 @@ class LeaseHolder:
     process: subprocess.Popen[str]
 
     def go(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write("go\n")
-        self.process.stdin.flush()
+        go(self.process)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=15)
+        kill([self.process])
 
 
 @pytest.fixture
@@ -513,26 +507,9 @@ def start_holder() -> Iterator[Callable[[str, str, str, float], LeaseHolder]]:
     started: list[LeaseHolder] = []
 
     def start(api_url: str, store: str, instance: str, lease_ttl: float) -> LeaseHolder:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-        process = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, api_url, store, instance, str(lease_ttl)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        holder = LeaseHolder(process)
+        holder = LeaseHolder(start_worker(HOLDER, [api_url, store, instance, str(lease_ttl)]))
         started.append(holder)
-        assert process.stdout is not None
-        if process.stdout.readline().strip() != "ready":
-            holder.kill()
-            raise AssertionError(f"the lease holder did not start: {process.communicate()[1]}")
         return holder
 
     yield start
-    for holder in started:
-        holder.kill()
-        for stream in (holder.process.stdin, holder.process.stdout, holder.process.stderr):
-            if stream is not None:
-                stream.close()
+    kill(holder.process for holder in started)

@@ -1,0 +1,105 @@
+"""``tokenbroker serve`` as a real process: it starts, verifies, records, stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tokenbroker import TokenBroker
+from tokenbroker.testing.emulator import WixEmulator
+from tokenbroker.testing.webhooks import make_key_pair, sign_webhook
+
+from .conftest import APP_ID, APP_SECRET
+from .webhook_helpers import free_port
+from .workers import worker_env
+
+PRIVATE, PUBLIC = make_key_pair()
+
+
+def test_serve_answers_verified_webhooks_and_refuses_forged_ones(
+    wix_emulator: WixEmulator, sqlite_url: str
+) -> None:
+    port = free_port()
+    env = worker_env(
+        {
+            "TOKENBROKER_APP_ID": APP_ID,
+            "TOKENBROKER_APP_SECRET": APP_SECRET,
+            "TOKENBROKER_STORE": sqlite_url,
+            "TOKENBROKER_API_URL": wix_emulator.url,
+            "TOKENBROKER_APP_PUBLIC_KEY": PUBLIC,
+        }
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tokenbroker.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # poll until it answers (or died)
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "tokenbroker serve did not come up"
+            time.sleep(0.05)
+        body = sign_webhook(
+            PRIVATE, event_type="AppInstalled", instance_id="inst-5", data={"appId": APP_ID}
+        )
+        assert httpx.post(base + "/webhooks/wix", content=body).status_code == 200
+        forged = sign_webhook(
+            make_key_pair(fresh=True)[0], event_type="AppInstalled", instance_id="inst-6"
+        )
+        refused = httpx.post(base + "/webhooks/wix", content=forged)
+        assert refused.status_code == 401
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode in (0, -signal.SIGINT)
+    assert APP_SECRET not in err
+    with TokenBroker(
+        app_id=APP_ID, app_secret=APP_SECRET, store=sqlite_url, api_url=wix_emulator.url
+    ) as broker:
+        assert [i.instance_id for i in broker.installations()] == ["inst-5"]
+
+
+def test_serve_refuses_to_start_without_a_public_key(sqlite_url: str) -> None:
+    env = worker_env(
+        {
+            "TOKENBROKER_APP_ID": APP_ID,
+            "TOKENBROKER_APP_SECRET": APP_SECRET,
+            "TOKENBROKER_STORE": sqlite_url,
+        }
+    )
+    env.pop("TOKENBROKER_APP_PUBLIC_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenbroker.cli", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "TOKENBROKER_APP_PUBLIC_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.linesep.join(result.stderr.splitlines()).count("error") == 1
