@@ -108,13 +108,26 @@ class TestRefreshDue:
         report = await fleet.arefresh_due(within=1800, concurrency=8)
         assert len(report.refreshed) == 20
 
-    async def test_the_sync_twin_refuses_to_run_inside_an_event_loop(
+    def test_the_sync_twin_runs_on_worker_threads_without_an_event_loop(
         self, fleet: TokenBroker
     ) -> None:
-        from tokenbroker import ConfigError
+        import asyncio
+        import threading
 
-        with pytest.raises(ConfigError, match="arefresh_due"):
-            fleet.refresh_due()
+        seen: list[tuple[str, bool]] = []
+
+        def progress(result: RefreshResult) -> None:
+            try:
+                asyncio.get_running_loop()
+                looped = True
+            except RuntimeError:
+                looped = False
+            seen.append((threading.current_thread().name, looped))
+
+        fleet.refresh_due(within=1800, concurrency=4, progress=progress)
+        assert len(seen) == 20
+        assert all(name.startswith("tokenbroker-refresh") for name, _ in seen)
+        assert not any(looped for _, looped in seen)
 
     @pytest.mark.parametrize(
         ("kwargs", "match"), [({"within": -1}, "within"), ({"concurrency": 0}, "concurrency")]

@@ -30,7 +30,7 @@ from .events import AppInstalled, AppRemoved, WebhookEvent
 from .plugins.calls import call_hook
 from .plugins.registry import ProviderConfig, provider_factory
 from .plugins.wix import DEFAULT_API_URL, WixProvider
-from .refresh import RateGuard, RefreshReport, RefreshResult, arefresh_due
+from .refresh import RateGuard, RefreshReport, RefreshResult, arefresh_due, refresh_due
 from .settings import Settings, default_store_url
 
 if TYPE_CHECKING:
@@ -263,25 +263,15 @@ class TokenBroker:
         progress: Callable[[RefreshResult], None] | None = None,
         on_start: Callable[[int], None] | None = None,
     ) -> RefreshReport:
-        """The sync twin: runs the async refresher on a private event loop."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise ConfigError("refresh_due() called inside an event loop: await arefresh_due()")
-
-        async def run() -> RefreshReport:
-            try:
-                return await self.arefresh_due(
-                    within=within, concurrency=concurrency, progress=progress, on_start=on_start
-                )
-            finally:
-                # this loop ends here: close the HTTP client bound to it
-                if isinstance(self.provider, WixProvider):
-                    await self.provider.aclose_loop_client()
-
-        return asyncio.run(run())
+        """The sync twin: ``concurrency`` worker threads on the sync path."""
+        return refresh_due(
+            self,
+            within=within,
+            concurrency=concurrency,
+            guard=self._rate_guard,
+            progress=progress,
+            on_start=on_start,
+        )
 
     # -- plugin hooks ---------------------------------------------------------------
     @staticmethod

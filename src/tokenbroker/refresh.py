@@ -19,16 +19,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 
 from .core.clock import to_timestamp
 from .core.errors import ConfigError, RateLimited, TokenBrokerError
+from .core.flow import Flow, Op, run_async, run_sync
 from .core.policy import TokenState
 
 if TYPE_CHECKING:
     from .client import TokenBroker
+    from .core.token import Token
 
 log = logging.getLogger("tokenbroker.refresh")
 
@@ -92,6 +95,101 @@ class RateGuard:
             self._not_before[instance_id] = now + max(self.min_interval, retry_after or 0.0)
 
 
+def _check(within: float, concurrency: int) -> None:
+    if within < 0:
+        raise ConfigError(f"within must not be negative, not {within}")
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+
+
+def _one_flow(
+    broker: TokenBroker, guard: RateGuard, instance_id: str, within: float
+) -> Flow[RefreshResult]:
+    """The decisions for one installation, written once for threads and tasks."""
+    key = broker.key(instance_id)
+    now = broker.clock.time()
+    want_until = now + within
+    try:
+        stored: Token | None = yield Op("get_token", (key,))
+    except TokenBrokerError:
+        stored = None  # the refresh below degrades properly
+    if (
+        stored is not None
+        and to_timestamp(stored.expires_at) > want_until
+        and broker.policy.state(stored, now) is TokenState.FRESH
+    ):
+        return RefreshResult(instance_id, "fresh")
+    wait = guard.wait_needed(instance_id, now)
+    if wait > 0:  # due, but this refresher asked Wix for it too recently
+        return RefreshResult(instance_id, "skipped", f"rate guard: next try in {wait:.0f}s")
+    try:
+        token: Token = yield Op("refresh", (key, want_until))
+    except RateLimited as exc:
+        guard.note(instance_id, broker.clock.time(), exc.retry_after)
+        return RefreshResult(instance_id, "failed", str(exc))
+    except TokenBrokerError as exc:
+        return RefreshResult(instance_id, "failed", str(exc))
+    # obtained during this call (datetimes keep microseconds: allow for rounding)
+    if to_timestamp(token.obtained_at) >= now - 0.001:
+        guard.note(instance_id, broker.clock.time())
+        return RefreshResult(instance_id, "refreshed")
+    return RefreshResult(instance_id, "fresh")  # another process refreshed it
+
+
+class _SyncPort:
+    def __init__(self, broker: TokenBroker) -> None:
+        self.get_token = broker.store.get_token
+        engine = broker.engine
+        self.refresh = lambda key, want_until: engine.refresh(key, want_until=want_until)
+
+
+class _AsyncPort:
+    def __init__(self, broker: TokenBroker) -> None:
+        self.get_token = broker.store.aget_token
+        engine = broker.engine
+        self.refresh = lambda key, want_until: engine.arefresh(key, want_until=want_until)
+
+
+def _finish(report: RefreshReport, started: float) -> RefreshReport:
+    report.seconds = time.monotonic() - started
+    if report.failed:
+        log.warning("bulk refresh: %s", report.summary())
+    return report
+
+
+def refresh_due(
+    broker: TokenBroker,
+    *,
+    within: float,
+    concurrency: int,
+    guard: RateGuard,
+    progress: Callable[[RefreshResult], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> RefreshReport:
+    """The sync refresher: ``concurrency`` worker threads on the sync path."""
+    _check(within, concurrency)
+    started = time.monotonic()
+    ids = [inst.instance_id for inst in broker.installations()]
+    if on_start is not None:
+        on_start(len(ids))
+    report = RefreshReport()
+    lock = threading.Lock()
+    port = _SyncPort(broker)
+
+    def work(instance_id: str) -> None:
+        result = run_sync(_one_flow(broker, guard, instance_id, within), port)
+        with lock:
+            report.add(result)
+            if progress is not None:
+                progress(result)
+
+    workers = min(concurrency, max(len(ids), 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokenbroker-refresh") as pool:
+        for _ in pool.map(work, ids):
+            pass
+    return _finish(report, started)
+
+
 async def arefresh_due(
     broker: TokenBroker,
     *,
@@ -101,10 +199,8 @@ async def arefresh_due(
     progress: Callable[[RefreshResult], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> RefreshReport:
-    if within < 0:
-        raise ConfigError(f"within must not be negative, not {within}")
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+    """The async refresher: ``concurrency`` tasks on the async path."""
+    _check(within, concurrency)
     started = time.monotonic()
     installations = await asyncio.to_thread(broker.installations)
     if on_start is not None:
@@ -113,37 +209,7 @@ async def arefresh_due(
     queue: asyncio.Queue[str] = asyncio.Queue()
     for inst in installations:
         queue.put_nowait(inst.instance_id)
-    engine = broker.engine
-
-    async def one(instance_id: str) -> RefreshResult:
-        key = broker.key(instance_id)
-        now = broker.clock.time()
-        want_until = now + within
-        try:
-            stored = await broker.store.aget_token(key)
-        except TokenBrokerError:
-            stored = None  # arefresh below degrades properly
-        if (
-            stored is not None
-            and to_timestamp(stored.expires_at) > want_until
-            and broker.policy.state(stored, now) is TokenState.FRESH
-        ):
-            return RefreshResult(instance_id, "fresh")
-        wait = guard.wait_needed(instance_id, now)
-        if wait > 0:  # due, but this refresher asked Wix for it too recently
-            return RefreshResult(instance_id, "skipped", f"rate guard: next try in {wait:.0f}s")
-        try:
-            token = await engine.arefresh(key, want_until=want_until)
-        except RateLimited as exc:
-            guard.note(instance_id, broker.clock.time(), exc.retry_after)
-            return RefreshResult(instance_id, "failed", str(exc))
-        except TokenBrokerError as exc:
-            return RefreshResult(instance_id, "failed", str(exc))
-        # obtained during this call (datetimes keep microseconds: allow for rounding)
-        if to_timestamp(token.obtained_at) >= now - 0.001:
-            guard.note(instance_id, broker.clock.time())
-            return RefreshResult(instance_id, "refreshed")
-        return RefreshResult(instance_id, "fresh")  # another process refreshed it
+    port = _AsyncPort(broker)
 
     async def worker() -> None:
         while True:
@@ -151,13 +217,10 @@ async def arefresh_due(
                 instance_id = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            result = await one(instance_id)
+            result = await run_async(_one_flow(broker, guard, instance_id, within), port)
             report.add(result)
             if progress is not None:
                 progress(result)
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, max(len(installations), 1)))))
-    report.seconds = time.monotonic() - started
-    if report.failed:
-        log.warning("bulk refresh: %s", report.summary())
-    return report
+    return _finish(report, started)
