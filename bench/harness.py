@@ -102,17 +102,24 @@ class Table:
             )
             for r in self.rows
         ]
-        widths = [max(len(line[i]) for line in (headers, *body)) for i in range(len(headers))]
+        return render_table(self.title, headers, body, self.notes)
 
-        def fmt(line: Sequence[str]) -> str:
-            first = line[0].ljust(widths[0])
-            rest = (cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True))
-            return "  ".join((first, *rest))
 
-        out = [self.title, fmt(headers), "  ".join("-" * w for w in widths)]
-        out += [fmt(line) for line in body]
-        out += [f"  note: {n}" for n in self.notes]
-        return "\n".join(out)
+def render_table(
+    title: str, headers: Sequence[str], body: Sequence[Sequence[str]], notes: Sequence[str]
+) -> str:
+    """A plain-text table: first column left-aligned, the rest right-aligned, notes after."""
+    widths = [max(len(line[i]) for line in (headers, *body)) for i in range(len(headers))]
+
+    def fmt(line: Sequence[str]) -> str:
+        first = line[0].ljust(widths[0])
+        rest = (cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest))
+
+    out = [title, fmt(headers), "  ".join("-" * w for w in widths)]
+    out += [fmt(line) for line in body]
+    out += [f"  note: {n}" for n in notes]
+    return "\n".join(out)
 
 
 def sync_loop(fn: Callable[[Any], object], arg: Any) -> Loop:

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,7 +31,7 @@ import attrs
 
 import tokenbroker
 from backends import APP_ID, APP_SECRET, Backend, find_backends
-from harness import Config
+from harness import Config, render_table
 from tokenbroker.testing.emulator import WixEmulator
 
 NAME = "herd"
@@ -166,17 +165,7 @@ class HerdTable:
             )
             for r in self.rows
         ]
-        widths = [max(len(line[i]) for line in (headers, *body)) for i in range(len(headers))]
-
-        def fmt(line: Sequence[str]) -> str:
-            first = line[0].ljust(widths[0])
-            rest = (cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True))
-            return "  ".join((first, *rest))
-
-        out = [self.title, fmt(headers), "  ".join("-" * w for w in widths)]
-        out += [fmt(line) for line in body]
-        out += [f"  note: {n}" for n in self.notes]
-        return "\n".join(out)
+        return render_table(self.title, headers, body, self.notes)
 
 
 @attrs.define

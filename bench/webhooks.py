@@ -40,7 +40,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 import tokenbroker
-from harness import Config, Row, Table
+from harness import Config, Row, Table, render_table
 from tokenbroker import TokenBroker
 from tokenbroker.testing.emulator import WixEmulator
 from tokenbroker.testing.webhooks import make_key_pair, sign_webhook
@@ -174,23 +174,7 @@ class LoadTable:
             )
             for r in self.rows
         ]
-        return _render(self.title, headers, body, self.notes)
-
-
-def _render(
-    title: str, headers: Sequence[str], body: Sequence[Sequence[str]], notes: Sequence[str]
-) -> str:
-    widths = [max(len(line[i]) for line in (headers, *body)) for i in range(len(headers))]
-
-    def fmt(line: Sequence[str]) -> str:
-        first = line[0].ljust(widths[0])
-        rest = (cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True))
-        return "  ".join((first, *rest))
-
-    out = [title, fmt(headers), "  ".join("-" * w for w in widths)]
-    out += [fmt(line) for line in body]
-    out += [f"  note: {n}" for n in notes]
-    return "\n".join(out)
+        return render_table(self.title, headers, body, self.notes)
 
 
 def _free_port() -> int:
