@@ -32,7 +32,7 @@ def run(config: Config) -> list[Table]:
         return [_sync_table(emu, Path(tmp), config), _async_table(emu, config)]
 
 
-def _broker(emu: WixEmulator, store: str, near_cache: bool | None = None) -> TokenBroker:
+def _broker(emu: WixEmulator, store: str, near_cache: bool = True) -> TokenBroker:
     return TokenBroker(
         app_id=APP_ID, app_secret=APP_SECRET, store=store, api_url=emu.url, near_cache=near_cache
     )

@@ -71,7 +71,7 @@ class TokenBroker:
         provider: str | TokenProvider = "wix",
         policy: RefreshPolicy | None = None,
         clock: Clock | None = None,
-        near_cache: bool | None = None,
+        near_cache: bool = True,
         near_cache_size: int = 100_000,
         near_cache_max_age: float = 60.0,
         timeout: float = 10.0,
@@ -119,9 +119,6 @@ class TokenBroker:
             raise
         self.store: Store = resolved
         self.policy = policy or RefreshPolicy()
-        # On for every store by default: a hit then costs a dict lookup, even on
-        # memory:// (whose own reads take a lock and judge freshness each time).
-        use_near = True if near_cache is None else near_cache
         self._keys: dict[str, TokenKey] = {}
         self._keys_max = max(near_cache_size, 1)
         self._engine = TokenEngine(
@@ -129,7 +126,9 @@ class TokenBroker:
             store=resolved,
             policy=self.policy,
             clock=self.clock,
-            near_cache=NearCache(near_cache_size, near_cache_max_age) if use_near else None,
+            # On for every store by default: a hit then costs a dict lookup, even on
+            # memory:// (whose own reads take a lock and judge freshness each time).
+            near_cache=NearCache(near_cache_size, near_cache_max_age) if near_cache else None,
             lease_ttl=lease_ttl,
             wait_timeout=wait_timeout,
             on_acquired=self._token_acquired,
