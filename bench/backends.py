@@ -17,7 +17,6 @@ servers and clean-up through ``find_backends`` and ``Backend.cleanup``.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import tempfile
 import time
@@ -30,6 +29,15 @@ import sqlalchemy as sa
 from harness import Case, Config, Table, measure, sync_loop
 from tokenbroker import TokenBroker
 from tokenbroker.testing.emulator import WixEmulator
+from tokenbroker.testing.servers import (
+    CONNECT_TIMEOUT,
+    MYSQL_URLS,
+    POSTGRES_URLS,
+    REDIS_URLS,
+    delete_redis_keys,
+    drop_tables,
+    first_reachable,
+)
 
 NAME = "backends"
 
@@ -38,12 +46,6 @@ APP_SECRET = "bench-secret"
 INSTANCE = "inst-1"
 
 # The servers on a development machine; the test suite's variables override them.
-POSTGRES_URL = os.environ.get(
-    "TOKENBROKER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-MYSQL_URL = os.environ.get("TOKENBROKER_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-REDIS_URL = os.environ.get("TOKENBROKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-CONNECT_TIMEOUT = 5
 
 NEAR = "broker.token, near cache (default)"
 FAR = "broker.token, near_cache=False"
@@ -72,9 +74,9 @@ class Backend:
     def cleanup(self) -> None:
         """Remove what carries our prefix, and nothing else."""
         if self.kind == "redis":
-            _delete_keys(self.base_url, self.prefix)
+            delete_redis_keys(self.base_url, self.prefix)
         else:
-            _drop_tables(self.base_url, self.prefix)
+            drop_tables(self.base_url, self.prefix)
 
 
 def find_backends(tmp: Path) -> tuple[list[Backend], list[str]]:
@@ -83,84 +85,24 @@ def find_backends(tmp: Path) -> tuple[list[Backend], list[str]]:
     sql_prefix, redis_prefix = f"bench_{run_id}_", f"bench-{run_id}:"
     found = [Backend("SQLite (temp file)", "sqlite", f"sqlite:///{tmp / 'bench.db'}", sql_prefix)]
     notes = []
-    for label, url in (("PostgreSQL", POSTGRES_URL), ("MariaDB", MYSQL_URL)):
-        why = _probe_sql(url)
-        if why is None:
-            found.append(Backend(label, "sql", url, sql_prefix))
+    servers = (
+        ("PostgreSQL", "sql", POSTGRES_URLS, "TOKENBROKER_TEST_POSTGRES_URL"),
+        ("MariaDB", "sql", MYSQL_URLS, "TOKENBROKER_TEST_MYSQL_URL"),
+        ("Redis", "redis", REDIS_URLS, "TOKENBROKER_TEST_REDIS_URL"),
+    )
+    for label, kind, candidates, env_var in servers:
+        url, reasons = first_reachable(candidates, env_var, redis=kind == "redis")
+        if url is None:
+            notes.append(f"{label} skipped: not reachable ({'; '.join(reasons)})")
         else:
-            notes.append(f"{label} skipped: {url} is not reachable ({why})")
-    why = _probe_redis(REDIS_URL)
-    if why is None:
-        found.append(Backend("Redis", "redis", REDIS_URL, redis_prefix))
-    else:
-        notes.append(f"Redis skipped: {REDIS_URL} is not reachable ({why})")
+            found.append(Backend(label, kind, url, redis_prefix if kind == "redis" else sql_prefix))
     return found, notes
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
-def _probe_sql(url: str) -> str | None:
-    try:
-        engine = sa.create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT})
-    except ImportError as error:
-        return f"driver missing: {error}"
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.SQLAlchemyError as error:
-        return _first_line(error)
-    finally:
-        engine.dispose()
-    return None
 
 
 def _redis_client(url: str) -> Any:
     import redis  # noqa: PLC0415 - only when a Redis row is wanted
 
     return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
-
-
-def _probe_redis(url: str) -> str | None:
-    try:
-        client = _redis_client(url)
-    except ImportError as error:
-        return f"driver missing: {error}"
-    try:
-        client.ping()
-    except Exception as error:
-        return _first_line(error)
-    finally:
-        client.close()
-    return None
-
-
-def _drop_tables(url: str, prefix: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            names = [n for n in sa.inspect(conn).get_table_names() if n.startswith(prefix)]
-            for name in names:
-                sa.Table(name, sa.MetaData()).drop(conn)
-    finally:
-        engine.dispose()
-
-
-def _delete_keys(url: str, prefix: str) -> None:
-    client = _redis_client(url)
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}*", count=500):
-            batch.append(key)
-            if len(batch) >= 500:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
-    finally:
-        client.close()
 
 
 # --- the benchmark -----------------------------------------------------------------

@@ -16,13 +16,15 @@ from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 import pytest
-import sqlalchemy as sa
 
-POSTGRES_URLS = (
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
+from tokenbroker.testing.servers import (
+    MYSQL_URLS,
+    POSTGRES_URLS,
+    REDIS_URLS,
+    delete_redis_keys,
+    drop_tables,
+    first_reachable,
 )
-MYSQL_URLS = ("mysql+pymysql://root@127.0.0.1:3306/test",)
 
 
 def servers_expected() -> bool:
@@ -37,46 +39,12 @@ def server_unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _probe(url: str) -> str | None:
-    """Connect once; return why that failed, or None."""
-    try:
-        engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
-    except ImportError as error:
-        return f"driver missing: {error}"
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.SQLAlchemyError as error:
-        first = str(getattr(error, "orig", error)).strip().splitlines()
-        return first[0] if first else type(error).__name__
-    finally:
-        engine.dispose()
-    return None
-
-
 def find_server(name: str, env_var: str, candidates: Sequence[str]) -> str:
     """The first URL that answers (``env_var`` overrides the candidates)."""
-    override = os.environ.get(env_var)
-    urls = [override] if override else list(candidates)
-    reasons = []
-    for url in urls:
-        why = _probe(url)
-        if why is None:
-            return url
-        reasons.append(f"{url}: {why}")
-    server_unavailable(f"{name} is not reachable ({'; '.join(reasons)})")
-
-
-def drop_tables(url: str, prefix: str) -> None:
-    """Drop every table whose name starts with ``prefix``, and nothing else."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            names = [n for n in sa.inspect(conn).get_table_names() if n.startswith(prefix)]
-            for name in names:
-                sa.Table(name, sa.MetaData()).drop(conn)
-    finally:
-        engine.dispose()
+    url, reasons = first_reachable(candidates, env_var)
+    if url is None:
+        server_unavailable(f"{name} is not reachable ({'; '.join(reasons)})")
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -110,60 +78,13 @@ def mysql_url(session_prefix: str) -> Iterator[str]:
 # the session prefix, and the session deletes exactly the keys under it
 # (SCAN + DEL; never FLUSHDB: the server is shared).
 
-REDIS_URLS = ("redis://127.0.0.1:6379/0",)
-
-
-def _probe_redis(url: str) -> str | None:
-    """PING once; return why that failed, or None."""
-    try:
-        import redis
-    except ImportError as error:
-        return f"redis-py missing: {error}"
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as error:
-        first = str(error).strip().splitlines()
-        return first[0] if first else type(error).__name__
-    finally:
-        client.close()
-    return None
-
 
 def find_redis() -> str:
     """The Redis URL that answers (``TOKENBROKER_TEST_REDIS_URL`` overrides the default)."""
-    override = os.environ.get("TOKENBROKER_TEST_REDIS_URL")
-    urls = [override] if override else list(REDIS_URLS)
-    reasons = []
-    for url in urls:
-        why = _probe_redis(url)
-        if why is None:
-            return url
-        reasons.append(f"{url}: {why}")
-    server_unavailable(f"Redis is not reachable ({'; '.join(reasons)})")
-
-
-def delete_redis_keys(url: str, prefix: str) -> int:
-    """Delete every key that starts with ``prefix``, and nothing else."""
-    import re
-
-    import redis
-
-    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=500):
-            batch.append(key)
-            if len(batch) == 500:
-                deleted += int(client.delete(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.delete(*batch))
-    finally:
-        client.close()
-    return deleted
+    url, reasons = first_reachable(REDIS_URLS, "TOKENBROKER_TEST_REDIS_URL", redis=True)
+    if url is None:
+        server_unavailable(f"Redis is not reachable ({'; '.join(reasons)})")
+    return url
 
 
 @pytest.fixture(scope="session")

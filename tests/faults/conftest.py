@@ -35,8 +35,9 @@ from tokenbroker.core.clock import to_timestamp
 from tokenbroker.plugins import plugin_manager, reset_plugins
 from tokenbroker.testing.emulator import WixEmulator
 from tokenbroker.testing.pytest_plugin import TEST_APP_ID, TEST_APP_SECRET
+from tokenbroker.testing.servers import POSTGRES_URLS, drop_tables
 
-from ..backends.conftest import POSTGRES_URLS, drop_tables, find_server, server_unavailable
+from ..backends.conftest import find_server, server_unavailable
 from ..workers import go, kill
 from ..workers import start as start_worker
 
