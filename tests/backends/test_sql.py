@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from tokenbroker.core.installation import Installation
 from tokenbroker.core.token import Token, TokenKey
 from tokenbroker.testing.conformance import StoreConformance
 
+from ..polling import wait_until
 from ..workers import run
 
 PASSWORD = "Sup3r-s3cret-pw"
@@ -472,17 +472,6 @@ class TestStorageFormat:
 # ever killed, never another session on the shared servers.
 
 RAN_AGAIN = "the connection was lost, running it again"
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
 
 
 @attrs.frozen

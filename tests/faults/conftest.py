@@ -38,6 +38,7 @@ from tokenbroker.testing.pytest_plugin import TEST_APP_ID, TEST_APP_SECRET
 from tokenbroker.testing.servers import POSTGRES_URLS, drop_tables
 
 from ..backends.conftest import find_server, server_unavailable
+from ..polling import wait_until
 from ..workers import go, kill
 from ..workers import start as start_worker
 
@@ -47,17 +48,6 @@ APP_SECRET = TEST_APP_SECRET
 BUDGET = 3
 
 T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
 
 
 # --- the invariants ------------------------------------------------------------------

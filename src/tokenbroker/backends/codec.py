@@ -9,7 +9,10 @@ raises ``Corrupt``, which the backends turn into "missing, with a warning".
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ..core.token import Token
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND: Final = timedelta(microseconds=1)
@@ -47,3 +50,15 @@ def text(value: object, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise Corrupt(f"{field} is {'empty' if value == '' else type(value).__name__}")
     return value
+
+
+def token_fields(token: Token) -> dict[str, Any]:
+    """A token's stored fields (its key is stored by each backend its own way)."""
+    return {
+        "access_token": token.access_token,
+        "token_type": token.token_type,
+        "obtained_at": to_micros(token.obtained_at),
+        "expires_at": to_micros(token.expires_at),
+        "refresh_at": opt_micros(token.refresh_at),
+        "must_refresh_at": opt_micros(token.must_refresh_at),
+    }

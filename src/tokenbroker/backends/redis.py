@@ -61,7 +61,7 @@ from ..core.installation import Installation, InstallationStatus
 from ..core.protocols import Lease
 from ..core.token import Token, TokenKey
 from .base import installation_wins
-from .codec import Corrupt, from_micros, opt_from_micros, opt_micros, text, to_micros
+from .codec import Corrupt, from_micros, opt_from_micros, opt_micros, text, to_micros, token_fields
 from .urls import REDACTED, redact_url, scheme_of, url_passwords
 
 try:
@@ -396,16 +396,7 @@ def _load(raw: bytes | _WrongType) -> dict[str, Any]:
 
 
 def _encode_token(token: Token) -> bytes:
-    return _dump(
-        {
-            "access_token": token.access_token,
-            "token_type": token.token_type,
-            "obtained_at": to_micros(token.obtained_at),
-            "expires_at": to_micros(token.expires_at),
-            "refresh_at": opt_micros(token.refresh_at),
-            "must_refresh_at": opt_micros(token.must_refresh_at),
-        }
-    )
+    return _dump(token_fields(token))
 
 
 def _decode_token(key: TokenKey, raw: bytes | _WrongType) -> Token:

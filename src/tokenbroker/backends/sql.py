@@ -51,7 +51,7 @@ from tokenbroker.backends.codec import (
     opt_from_micros,
     opt_micros,
     text,
-    to_micros,
+    token_fields,
 )
 from tokenbroker.backends.urls import redact_url, url_passwords
 from tokenbroker.core.errors import ConfigError, StorageError
@@ -244,17 +244,6 @@ def _key_of(key: TokenKey) -> dict[str, str]:
 def _key_params(key: TokenKey) -> dict[str, Any]:
     """The parameters of ``_Statements``' key conditions."""
     return {"b_provider": key.provider, "b_app_id": key.app_id, "b_instance_id": key.instance_id}
-
-
-def _token_values(token: Token) -> dict[str, Any]:
-    return {
-        "access_token": token.access_token,
-        "token_type": token.token_type,
-        "obtained_at": to_micros(token.obtained_at),
-        "expires_at": to_micros(token.expires_at),
-        "refresh_at": opt_micros(token.refresh_at),
-        "must_refresh_at": opt_micros(token.must_refresh_at),
-    }
 
 
 def _token_from_row(key: TokenKey, row: sa.Row[Any]) -> Token:
@@ -695,7 +684,7 @@ class SQLStore(ThreadedAsyncMixin):
 
     def put_token(self, token: Token) -> bool:
         s = self._statements
-        values = _token_values(token)
+        values = token_fields(token)
         where = _key_params(token.key)
         replace = {**where, **values}
         unless_newer = {**replace, "b_obtained_at": values["obtained_at"]}
