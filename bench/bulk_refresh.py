@@ -4,7 +4,7 @@
 The ideal wall time is N x latency / concurrency: every slot always busy, nothing but
 the wait upstream. The refresher's time is reported as a multiple of that, and of a
 floor measured in the same run: the same N token requests fired straight at the
-emulator with plain ``httpx`` at the same concurrency, which is as fast as this machine
+emulator with plain ``httpx2`` at the same concurrency, which is as fast as this machine
 and this emulator (a thread per connection, in Python) can go. Also reported: the most
 token requests the emulator saw in flight at once (must not exceed the concurrency),
 how many it received (must be N), and the memory the refresh allocated (tracemalloc
@@ -45,8 +45,8 @@ SRC = str(Path(tokenbroker.__file__).parents[1])
 
 IDEAL = "ideal: N x latency / concurrency"
 THREADS = "http.client, 50 threads, straight at the emulator"
-FLOOR = "floor: httpx.AsyncClient straight at the emulator, 50 keep-alive"
-HTTPX_DEFAULTS = "httpx.AsyncClient straight at the emulator, default Limits"
+FLOOR = "floor: httpx2.AsyncClient straight at the emulator, 50 keep-alive"
+HTTPX_DEFAULTS = "httpx2.AsyncClient straight at the emulator, default Limits"
 REFRESHER = "broker.refresh_due(concurrency=50)"
 TRACED = "broker.refresh_due(concurrency=50), tracemalloc on"
 
@@ -110,13 +110,13 @@ elif mode == "threads":
     out.update(seconds=time.perf_counter() - start, refreshed=count - len(failed),
                failed=len(failed), errors=[str(s) for s in failed[:5]], other=0)
 else:
-    import httpx
+    import httpx2
     ids = iter([f"{{prefix}}{{i:06d}}" for i in range(count)])
-    limits = (httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-              if mode == "floor" else httpx.Limits())
+    limits = (httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+              if mode == "floor" else httpx2.Limits())
     async def main():
         failed = []
-        async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+        async with httpx2.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
             async def worker():
                 for instance in ids:  # one iterator shared by every worker
                     answer = await client.post("/oauth2/token", json={{
@@ -304,7 +304,7 @@ def _table(count: int, ideal: float, runs: list[Run], setup: float) -> BulkTable
         )
     notes.append(
         f"the emulator is not the limit: {CONCURRENCY} threads on http.client take "
-        f"{threads.seconds / ideal:.2f}x the ideal; httpx.AsyncClient takes "
+        f"{threads.seconds / ideal:.2f}x the ideal; httpx2.AsyncClient takes "
         f"{floor.seconds / threads.seconds:.2f}x the threads (its connection pool scans every "
         "connection on each request and release: encode/httpcore#1035), so this floor, "
         "not the ideal, is what an httpx-based refresher can reach here"

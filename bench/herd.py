@@ -8,7 +8,7 @@ round trip. The wall time is reported as a multiple of the emulator's latency: h
 "round trips" the herd cost, from the start signal to the last process's answer.
 
 The baseline is the same herd with no coordination at all, the way a naive cache
-misses: every thread POSTs to ``/oauth2/token`` itself (plain ``httpx``), so 100
+misses: every thread POSTs to ``/oauth2/token`` itself (plain ``httpx2``), so 100
 requests reach the emulator.
 
 Each round uses a new instance id, so the store is cold for it while the worker
@@ -58,9 +58,9 @@ if mode == "broker":
         return broker.token(instance).access_token
     close = broker.close
 else:
-    import httpx
-    client = httpx.Client(base_url=url, timeout=30.0,
-                          limits=httpx.Limits(max_connections=threads))
+    import httpx2
+    client = httpx2.Client(base_url=url, timeout=30.0,
+                          limits=httpx2.Limits(max_connections=threads))
     def fetch(instance):
         answer = client.post("/oauth2/token", json={{
             "grant_type": "client_credentials", "client_id": {APP_ID!r},

@@ -5,7 +5,7 @@ load (Wix retries a delivery that is not answered 200 within 1250 ms).
 The real service runs as a subprocess (``python -m tokenbroker.cli serve``) with a
 SQLite temp file as its store and a key pair made here; every body is a distinct
 installation, signed RS256 before the clock starts, so each is news and is written to
-the store before it is answered. The same client load (``httpx.AsyncClient``, a fixed
+the store before it is answered. The same client load (``httpx2.AsyncClient``, a fixed
 number of requests in flight) is sent, in alternating rounds, to a baseline: a trivial
 Starlette app under uvicorn, also a subprocess, that reads the body and answers
 ``{"ok": true}`` without verifying anything. Throughput and p99 are reported as ratios
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx
+import httpx2
 import jwt
 from cryptography.hazmat.primitives import serialization
 
@@ -198,9 +198,9 @@ def _server(argv: list[str], env: dict[str, str], health_url: str) -> Iterator[N
                         f"server exited ({process.returncode}): {stderr.read()[-2000:]}"
                     )
                 try:
-                    if httpx.get(health_url, timeout=1.0).status_code == 200:
+                    if httpx2.get(health_url, timeout=1.0).status_code == 200:
                         break
-                except httpx.TransportError:
+                except httpx2.TransportError:
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{health_url} did not answer in {START_TIMEOUT:.0f}s")
@@ -224,7 +224,7 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 
 async def _send(
-    client: httpx.AsyncClient, url: str, bodies: Sequence[str], record: bool
+    client: httpx2.AsyncClient, url: str, bodies: Sequence[str], record: bool
 ) -> tuple[float, list[float], Counter[int], int]:
     """Post every body, ``CONCURRENCY`` in flight; (wall, latencies, statuses, news)."""
     latencies: list[float] = []
@@ -253,7 +253,7 @@ async def _drive(
 ) -> list[Load]:
     """Warm each target's connections, then send each round to every target, the order
     alternating round by round; bounded by a timeout over the whole load."""
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    limits = httpx2.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     totals: dict[str, dict[str, Any]] = {
         name: {"seconds": 0.0, "latencies": [], "statuses": Counter(), "news": 0}
         for name in targets
@@ -261,7 +261,7 @@ async def _drive(
     budget = 60.0 + 0.25 * sum(len(r) for r in rounds) * len(targets)
     async with contextlib.AsyncExitStack() as stack:
         clients = {
-            name: await stack.enter_async_context(httpx.AsyncClient(timeout=10.0, limits=limits))
+            name: await stack.enter_async_context(httpx2.AsyncClient(timeout=10.0, limits=limits))
             for name in targets
         }
         async with asyncio.timeout(budget):
@@ -359,7 +359,7 @@ def _load_table(loads: list[Load], recorded: int, sent: int) -> LoadTable:
     ]
     if importlib.util.find_spec("sniffio") is None:
         notes.append(
-            "the load client is httpx.AsyncClient, which without sniffio installed retries a "
+            "the load client is httpx2.AsyncClient, which without sniffio installed retries a "
             "failed 'import sniffio' for every lock it makes (encode/httpcore#1103): a "
             "client cost, in both rows alike"
         )

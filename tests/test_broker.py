@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tokenbroker import (
@@ -139,7 +139,7 @@ class TestAuth:
     def test_api_calls_carry_the_raw_token(
         self, broker: TokenBroker, wix_emulator: WixEmulator
     ) -> None:
-        with httpx.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
+        with httpx2.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
             response = http.get("/apps/v1/instance")
         assert response.status_code == 200
         assert response.request.headers["Authorization"] == broker.token(INSTANCE).access_token
@@ -150,7 +150,7 @@ class TestAuth:
     ) -> None:
         old = broker.token(INSTANCE)
         wix_emulator.revoke(old.access_token)
-        with httpx.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
+        with httpx2.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
             response = http.post(
                 "/apps/v1/bi-event", json={"eventName": "APP_FINISHED_CONFIGURATION"}
             )
@@ -162,7 +162,7 @@ class TestAuth:
         self, broker: TokenBroker, wix_emulator: WixEmulator
     ) -> None:
         wix_emulator.fail_next(401, endpoint="apps/v1/instance", times=5)
-        with httpx.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
+        with httpx2.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
             response = http.get("/apps/v1/instance")
         assert response.status_code == 401
         assert wix_emulator.calls["apps/v1/instance"] == 2
@@ -172,7 +172,7 @@ class TestAuth:
     ) -> None:
         old = await broker.atoken(INSTANCE)
         wix_emulator.revoke(old.access_token)
-        async with httpx.AsyncClient(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
+        async with httpx2.AsyncClient(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
             response = await http.get("/apps/v1/instance")
         assert response.status_code == 200
         assert response.json()["instance"]["instanceId"] == INSTANCE

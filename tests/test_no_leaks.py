@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from tokenbroker import ProviderError, TokenBroker
@@ -21,7 +21,7 @@ class TestLogs:
     ) -> None:
         token = broker.token(INSTANCE)
         wix_emulator.revoke(token.access_token)
-        with httpx.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
+        with httpx2.Client(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
             http.get("/apps/v1/instance")
         broker.finish_setup(INSTANCE)
         wix_emulator.fail_next(503, times=3)

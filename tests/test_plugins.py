@@ -10,7 +10,8 @@ import pytest
 from tokenbroker import ConfigError, hookimpl, store_from_url
 from tokenbroker.backends.memory import MemoryStore
 from tokenbroker.plugins import backends, loaded_plugins, plugin_manager, providers, reset_plugins
-from tokenbroker.plugins.registry import RegisterBackend, provider_factory
+from tokenbroker.plugins.registry import RegisterBackend
+from tokenbroker.plugins.resolve import provider_factory
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +64,9 @@ class TestRegistration:
 class TestProviders:
     def test_a_plugin_can_register_a_provider_used_by_name(self) -> None:
         from tokenbroker import TokenBroker
-        from tokenbroker.plugins.registry import ProviderConfig, RegisterProvider
-        from tokenbroker.plugins.wix import WixProvider
+        from tokenbroker import ProviderConfig
+        from tokenbroker.plugins.registry import RegisterProvider
+        from tokenbroker.wix.provider import WixProvider
 
         made: list[ProviderConfig] = []
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 
 from tokenbroker import TokenBroker
 from tokenbroker.testing.emulator import WixEmulator
@@ -56,20 +56,20 @@ def test_serve_answers_verified_webhooks_and_refuses_forged_ones(
         while True:  # poll until it answers (or died)
             assert server.poll() is None, server.communicate()[1]
             try:
-                if httpx.get(base + "/healthz").status_code == 200:
+                if httpx2.get(base + "/healthz").status_code == 200:
                     break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             assert time.monotonic() < deadline, "tokenbroker serve did not come up"
             time.sleep(0.05)
         body = sign_webhook(
             PRIVATE, event_type="AppInstalled", instance_id="inst-5", data={"appId": APP_ID}
         )
-        assert httpx.post(base + "/webhooks/wix", content=body).status_code == 200
+        assert httpx2.post(base + "/webhooks/wix", content=body).status_code == 200
         forged = sign_webhook(
             make_key_pair(fresh=True)[0], event_type="AppInstalled", instance_id="inst-6"
         )
-        refused = httpx.post(base + "/webhooks/wix", content=forged)
+        refused = httpx2.post(base + "/webhooks/wix", content=forged)
         assert refused.status_code == 401
     finally:
         server.send_signal(signal.SIGINT)

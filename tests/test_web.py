@@ -12,15 +12,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tokenbroker import InstallationStatus, TokenBroker, hookimpl
-from tokenbroker.events import AppInstalled, WebhookEvent
+from tokenbroker.wix.webhooks.events import AppInstalled, WebhookEvent
 from tokenbroker.plugins import plugin_manager, reset_plugins
 from tokenbroker.testing.emulator import WixEmulator
 from tokenbroker.testing.webhooks import forge_hs256, forge_none, make_key_pair, sign_webhook
-from tokenbroker.web import create_app
+from tokenbroker.service.app import create_app
 
 from .conftest import APP_ID, APP_SECRET
 from .webhook_helpers import running, wait_until
@@ -86,10 +86,10 @@ def hook_broker(wix_emulator: WixEmulator, sqlite_url: str) -> Iterator[TokenBro
 
 
 @pytest.fixture
-def service(hook_broker: TokenBroker) -> Iterator[httpx.Client]:
+def service(hook_broker: TokenBroker) -> Iterator[httpx2.Client]:
     with (
         running(create_app(hook_broker, max_body_bytes=16 * 1024)) as url,
-        httpx.Client(base_url=url, timeout=10) as client,
+        httpx2.Client(base_url=url, timeout=10) as client,
     ):
         yield client
 
@@ -107,13 +107,13 @@ def removed(instance: str, iat: float | None = None) -> str:
     )
 
 
-def post(client: httpx.Client, body: str | bytes) -> httpx.Response:
+def post(client: httpx2.Client, body: str | bytes) -> httpx2.Response:
     return client.post("/webhooks/wix", content=body, headers={"Content-Type": "text/plain"})
 
 
 class TestVerifiedEvents:
     def test_app_installed_is_recorded_before_the_answer_and_hooks_run_after(
-        self, service: httpx.Client, hook_broker: TokenBroker, recorder: Recorder
+        self, service: httpx2.Client, hook_broker: TokenBroker, recorder: Recorder
     ) -> None:
         response = post(service, installed("inst-1"))
         assert response.status_code == 200
@@ -126,14 +126,14 @@ class TestVerifiedEvents:
         wait_until(lambda: ("any", "AppInstalled") in recorder.events, "the event hook")
 
     def test_an_unknown_event_type_is_answered_200_and_reaches_the_generic_hook(
-        self, service: httpx.Client, recorder: Recorder
+        self, service: httpx2.Client, recorder: Recorder
     ) -> None:
         body = sign_webhook(PRIVATE, event_type="SomethingNew", instance_id="inst-1")
         assert post(service, body).status_code == 200
         wait_until(lambda: ("any", "SomethingNew") in recorder.events, "the event hook")
 
     def test_app_removed_marks_removed_and_purges_tokens(
-        self, service: httpx.Client, hook_broker: TokenBroker, recorder: Recorder
+        self, service: httpx2.Client, hook_broker: TokenBroker, recorder: Recorder
     ) -> None:
         post(service, installed("inst-1", iat=time.time() - 10))
         hook_broker.token("inst-1")
@@ -149,7 +149,7 @@ class TestVerifiedEvents:
 
 class TestRepeatsAndOrder:
     def test_a_repeated_delivery_is_idempotent_and_fires_hooks_once(
-        self, service: httpx.Client, recorder: Recorder
+        self, service: httpx2.Client, recorder: Recorder
     ) -> None:
         body = installed("inst-1")
         first, second = post(service, body), post(service, body)
@@ -162,7 +162,7 @@ class TestRepeatsAndOrder:
         assert recorder.events.count(("installed", "inst-1")) == 1
 
     def test_an_older_install_delivered_after_a_newer_removal_does_not_resurrect(
-        self, service: httpx.Client, hook_broker: TokenBroker
+        self, service: httpx2.Client, hook_broker: TokenBroker
     ) -> None:
         now = time.time()
         assert post(service, removed("inst-1", iat=now)).status_code == 200
@@ -174,7 +174,7 @@ class TestRepeatsAndOrder:
         assert record.status is InstallationStatus.REMOVED
 
     def test_a_newer_install_after_a_removal_reinstalls(
-        self, service: httpx.Client, hook_broker: TokenBroker
+        self, service: httpx2.Client, hook_broker: TokenBroker
     ) -> None:
         now = time.time()
         post(service, removed("inst-1", iat=now - 30))
@@ -233,7 +233,7 @@ class TestForgeries:
         ],
     )
     def test_unverifiable_bodies_are_refused_with_a_short_reason_and_record_nothing(
-        self, service: httpx.Client, hook_broker: TokenBroker, body: str, status: int
+        self, service: httpx2.Client, hook_broker: TokenBroker, body: str, status: int
     ) -> None:
         response = post(service, body)
         assert response.status_code == status
@@ -244,12 +244,12 @@ class TestForgeries:
         assert hook_broker.installations(include_removed=True) == []
 
     def test_an_oversized_body_is_refused_with_413_before_parsing(
-        self, service: httpx.Client, hook_broker: TokenBroker
+        self, service: httpx2.Client, hook_broker: TokenBroker
     ) -> None:
         response = post(service, b"x" * (17 * 1024))
         assert response.status_code == 413
 
-    def test_an_oversized_chunked_body_is_refused_with_413(self, service: httpx.Client) -> None:
+    def test_an_oversized_chunked_body_is_refused_with_413(self, service: httpx2.Client) -> None:
         def chunks() -> Iterator[bytes]:
             for _ in range(40):
                 yield b"y" * 1024
@@ -260,7 +260,7 @@ class TestForgeries:
 
 class TestSlowAndBrokenHooks:
     def test_a_slow_hook_does_not_delay_the_answer(
-        self, service: httpx.Client, hook_broker: TokenBroker, recorder: Recorder
+        self, service: httpx2.Client, hook_broker: TokenBroker, recorder: Recorder
     ) -> None:
         recorder.gate = threading.Event()  # the hook blocks until the test says so
         response = post(service, installed("inst-1"))
@@ -273,7 +273,7 @@ class TestSlowAndBrokenHooks:
 
     def test_a_failing_hook_is_logged_with_its_plugin_name_and_breaks_nothing(
         self,
-        service: httpx.Client,
+        service: httpx2.Client,
         hook_broker: TokenBroker,
         recorder: Recorder,
         caplog: pytest.LogCaptureFixture,
@@ -289,7 +289,7 @@ class TestSlowAndBrokenHooks:
 
 
 class TestHealth:
-    def test_healthz_reports_a_reachable_store(self, service: httpx.Client) -> None:
+    def test_healthz_reports_a_reachable_store(self, service: httpx2.Client) -> None:
         response = service.get("/healthz")
         assert response.status_code == 200
         assert response.json()["status"] == "ok"
@@ -307,7 +307,7 @@ class TestHealth:
             public_key=PUBLIC,
         )
         with running(create_app(broken)) as url:
-            response = httpx.get(url + "/healthz")
+            response = httpx2.get(url + "/healthz")
         assert response.status_code == 503
         assert response.json()["status"] == "degraded"
 
@@ -316,7 +316,7 @@ class TestAutoFinishSetup:
     @pytest.fixture
     def auto_service(
         self, wix_emulator: WixEmulator, sqlite_url: str
-    ) -> Iterator[tuple[httpx.Client, TokenBroker]]:
+    ) -> Iterator[tuple[httpx2.Client, TokenBroker]]:
         reset_plugins()
         broker = TokenBroker(
             app_id=APP_ID,
@@ -326,12 +326,12 @@ class TestAutoFinishSetup:
             public_key=PUBLIC,
             auto_finish_setup=True,
         )
-        with running(create_app(broker)) as url, httpx.Client(base_url=url) as client:
+        with running(create_app(broker)) as url, httpx2.Client(base_url=url) as client:
             yield client, broker
         broker.close()
 
     def test_a_new_installation_gets_app_finished_configuration(
-        self, auto_service: tuple[httpx.Client, TokenBroker], wix_emulator: WixEmulator
+        self, auto_service: tuple[httpx2.Client, TokenBroker], wix_emulator: WixEmulator
     ) -> None:
         client, broker = auto_service
         post(client, installed("inst-1"))
@@ -345,7 +345,7 @@ class TestAutoFinishSetup:
         )
 
     def test_when_wix_is_unreachable_setup_is_retried_later(
-        self, auto_service: tuple[httpx.Client, TokenBroker], wix_emulator: WixEmulator
+        self, auto_service: tuple[httpx2.Client, TokenBroker], wix_emulator: WixEmulator
     ) -> None:
         client, broker = auto_service
         wix_emulator.fail_next(503, endpoint="apps/v1/bi-event", times=3)

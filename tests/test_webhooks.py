@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tokenbroker.core.clock import ManualClock
 from tokenbroker.core.errors import ConfigError, TokenBrokerError
-from tokenbroker.events import (
+from tokenbroker.wix.webhooks.events import (
     AppInstalled,
     AppRemoved,
     PaidPlanAutoRenewalCancelled,
@@ -33,7 +33,7 @@ from tokenbroker.testing.webhooks import (
     sign_webhook,
     webhook_claims,
 )
-from tokenbroker.webhooks import WebhookRejected, WebhookVerifier, load_public_key
+from tokenbroker.wix.webhooks.verify import WebhookRejected, WebhookVerifier, load_public_key
 
 NOW = 1_750_000_000.0
 APP_ID = "a1b2c3d4-app"
@@ -288,7 +288,7 @@ class TestForgeries:
         public_pem: str,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        import tokenbroker.webhooks as module
+        import tokenbroker.wix.webhooks.verify as module
 
         seen: list[Any] = []
         real = module._JWS
@@ -406,7 +406,7 @@ class TestMalformedBodies:
     def test_oversized_body_is_413_before_any_parsing(
         self, verifier: WebhookVerifier, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import tokenbroker.webhooks as module
+        import tokenbroker.wix.webhooks.verify as module
 
         def must_not_parse(*_: object, **__: object) -> None:
             raise AssertionError("parsed an oversized body")

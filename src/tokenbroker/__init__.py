@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .auth import BrokerAuth
-from .backends import store_from_url
-from .client import TokenBroker
+from .broker import BrokerAuth, TokenBroker
 from .core import (
+    Broker,
     Clock,
     ConfigError,
+    Event,
     Installation,
     InstallationStatus,
     InstallationStore,
@@ -31,18 +31,21 @@ from .core import (
     TransientProviderError,
 )
 from .core.breaker import CircuitBreaker, CircuitState
+from .core.protocols import ProviderConfig
 from .plugins import hookimpl
-from .plugins.registry import ProviderConfig
+from .plugins.resolve import store_from_url
 from .settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Broker",
     "BrokerAuth",
     "CircuitBreaker",
     "CircuitState",
     "Clock",
     "ConfigError",
+    "Event",
     "Installation",
     "InstallationStatus",
     "InstallationStore",

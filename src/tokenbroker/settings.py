@@ -25,7 +25,7 @@ from .backends.encrypted import make_fernet
 from .core.errors import ConfigError
 from .core.secret import Secret
 from .core.token import validate_id
-from .plugins.wix import DEFAULT_API_URL, validate_api_url
+from .wix.facts import DEFAULT_API_URL, validate_api_url
 
 
 def default_store_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tokenbroker import (
@@ -21,8 +21,8 @@ from tokenbroker import (
     TransientProviderError,
 )
 from tokenbroker.core.breaker import CircuitBreaker, CircuitState, Permit
-from tokenbroker.plugins.registry import ProviderConfig
-from tokenbroker.plugins.wix import RetryBudget, WixProvider
+from tokenbroker import ProviderConfig
+from tokenbroker.wix import RetryBudget, WixProvider
 
 T0 = 1_800_000_000.0
 KEY = TokenKey("wix", "app-1", "inst-1")
@@ -230,11 +230,11 @@ class FakeWix:
     """Answers every request with ``answer`` (or hands it to ``hook``); records the paths."""
 
     def __init__(self) -> None:
-        self.answer: httpx.Response | Exception = httpx.Response(503, json={"message": "down"})
-        self.hook: Callable[[httpx.Request], Any] | None = None
+        self.answer: httpx2.Response | Exception = httpx2.Response(503, json={"message": "down"})
+        self.hook: Callable[[httpx2.Request], Any] | None = None
         self.requests: list[str] = []
 
-    def __call__(self, request: httpx.Request) -> Any:
+    def __call__(self, request: httpx2.Request) -> Any:
         self.requests.append(request.url.path)
         if self.hook is not None:
             return self.hook(request)
@@ -242,7 +242,7 @@ class FakeWix:
         if isinstance(answer, Exception):
             raise answer
         if answer.status_code == 200 and request.url.path != "/oauth2/token":
-            return httpx.Response(200, json={"instance": {}, "site": {}})
+            return httpx2.Response(200, json={"instance": {}, "site": {}})
         return answer
 
     @property
@@ -250,13 +250,13 @@ class FakeWix:
         return len(self.requests)
 
 
-class TokenAuth(httpx.Auth):
+class TokenAuth(httpx2.Auth):
     """Fetches a token from the provider while the request is being sent, like BrokerAuth."""
 
     def __init__(self, provider: WixProvider) -> None:
         self.provider = provider
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response]:
         request.headers["Authorization"] = self.provider.acquire(KEY).access_token
         yield request
 
@@ -274,7 +274,7 @@ def provider(wix: FakeWix, clock: ManualClock) -> Iterator[WixProvider]:
         app_secret=Secret("s3cr3t"),
         api_url="https://wix.example",
         clock=clock,
-        transport=httpx.MockTransport(wix),
+        transport=httpx2.MockTransport(wix),
     )
     p = WixProvider(config, retry=RetryBudget(backoff_base=0.0))
     yield p
@@ -315,14 +315,14 @@ class TestProviderOpensTheCircuit:
     @pytest.mark.parametrize(
         "failure",
         [
-            httpx.ConnectError("refused"),
-            httpx.ReadTimeout("slow"),
-            httpx.Response(408, json={"message": "timeout"}),
-            httpx.Response(500, json={"message": "boom"}),
+            httpx2.ConnectError("refused"),
+            httpx2.ReadTimeout("slow"),
+            httpx2.Response(408, json={"message": "timeout"}),
+            httpx2.Response(500, json={"message": "boom"}),
         ],
     )
     def test_timeouts_connection_errors_408_and_5xx_count_as_failures(
-        self, provider: WixProvider, wix: FakeWix, failure: httpx.Response | Exception
+        self, provider: WixProvider, wix: FakeWix, failure: httpx2.Response | Exception
     ) -> None:
         wix.answer = failure
         open_circuit(provider, wix)
@@ -330,7 +330,7 @@ class TestProviderOpensTheCircuit:
     def test_the_bi_event_and_instance_endpoints_share_the_breaker(
         self, provider: WixProvider, wix: FakeWix
     ) -> None:
-        auth = httpx.Auth()
+        auth = httpx2.Auth()
         with pytest.raises(TransientProviderError):
             provider.send_finished_configuration(auth)
         with pytest.raises(TransientProviderError, match="circuit open"):
@@ -351,7 +351,7 @@ class TestProviderOpensTheCircuit:
             app_secret=Secret("s3cr3t"),
             api_url="https://wix.example",
             clock=clock,
-            transport=httpx.MockTransport(wix),
+            transport=httpx2.MockTransport(wix),
         )
         breaker = CircuitBreaker(failure_threshold=1, clock=clock)
         provider = WixProvider(config, retry=RetryBudget(backoff_base=0.0), breaker=breaker)
@@ -364,7 +364,7 @@ class TestProviderOpensTheCircuit:
 
 class TestAnswersKeepItClosed:
     def test_429s_do_not_open_the_circuit(self, provider: WixProvider, wix: FakeWix) -> None:
-        wix.answer = httpx.Response(429, json={"message": "slow"}, headers={"Retry-After": "0"})
+        wix.answer = httpx2.Response(429, json={"message": "slow"}, headers={"Retry-After": "0"})
         for _ in range(4):
             with pytest.raises(RateLimited):
                 provider.acquire(KEY)
@@ -372,7 +372,7 @@ class TestAnswersKeepItClosed:
         assert state(provider.breaker) is CircuitState.CLOSED
 
     def test_401s_do_not_open_the_circuit(self, provider: WixProvider, wix: FakeWix) -> None:
-        wix.answer = httpx.Response(401, json={"message": "bad secret"})
+        wix.answer = httpx2.Response(401, json={"message": "bad secret"})
         for _ in range(6):
             with pytest.raises(InvalidCredentials):
                 provider.acquire(KEY)
@@ -385,10 +385,10 @@ class TestAnswersKeepItClosed:
     ) -> None:
         with pytest.raises(TransientProviderError, match="503"):
             provider.acquire(KEY)
-        wix.answer = httpx.Response(status, json={"message": "no"}, headers={"Retry-After": "60"})
+        wix.answer = httpx2.Response(status, json={"message": "no"}, headers={"Retry-After": "60"})
         with pytest.raises(ProviderError):
             provider.acquire(KEY)
-        wix.answer = httpx.Response(503, json={"message": "down"})
+        wix.answer = httpx2.Response(503, json={"message": "down"})
         with pytest.raises(TransientProviderError, match="503"):
             provider.acquire(KEY)
         assert state(provider.breaker) is CircuitState.CLOSED
@@ -402,7 +402,7 @@ class TestProviderRecovers:
     ) -> None:
         open_circuit(provider, wix)
         clock.advance(15)
-        wix.answer = httpx.Response(200, json=OK)
+        wix.answer = httpx2.Response(200, json=OK)
         assert provider.acquire(KEY).access_token == "OAUTH2.abc"
         assert wix.sent == 6
         assert state(provider.breaker) is CircuitState.CLOSED
@@ -429,10 +429,10 @@ class TestProviderRecovers:
         clock.advance(15)
         arrived, release = threading.Event(), threading.Event()
 
-        def slow_answer(request: httpx.Request) -> httpx.Response:
+        def slow_answer(request: httpx2.Request) -> httpx2.Response:
             arrived.set()
             assert release.wait(timeout=10)
-            return httpx.Response(200, json=OK)
+            return httpx2.Response(200, json=OK)
 
         wix.hook = slow_answer
         trial = threading.Thread(target=provider.acquire, args=(KEY,))
@@ -452,7 +452,7 @@ class TestProviderRecovers:
     ) -> None:
         open_circuit(provider, wix)
         clock.advance(15)
-        wix.answer = httpx.Response(200, json=OK)
+        wix.answer = httpx2.Response(200, json=OK)
         provider.send_finished_configuration(TokenAuth(provider))
         assert wix.requests[5:] == ["/oauth2/token", "/apps/v1/bi-event"]
         assert state(provider.breaker) is CircuitState.CLOSED
@@ -470,10 +470,10 @@ class TestAsyncTwin:
             await provider.aacquire(KEY)
         assert info.value.status is None
         with pytest.raises(TransientProviderError, match="circuit open"):
-            await provider.aget_app_instance(httpx.Auth())
+            await provider.aget_app_instance(httpx2.Auth())
         assert wix.sent == 5
         clock.advance(15)
-        wix.answer = httpx.Response(200, json=OK)
+        wix.answer = httpx2.Response(200, json=OK)
         assert (await provider.aacquire(KEY)).access_token == "OAUTH2.abc"
         assert wix.sent == 6
         assert state(provider.breaker) is CircuitState.CLOSED
@@ -486,7 +486,7 @@ class TestAsyncTwin:
         clock.advance(15)
         arrived = asyncio.Event()
 
-        async def never_answers(request: httpx.Request) -> httpx.Response:
+        async def never_answers(request: httpx2.Request) -> httpx2.Response:
             arrived.set()
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
@@ -500,7 +500,7 @@ class TestAsyncTwin:
         assert state(provider.breaker) is CircuitState.HALF_OPEN
         assert wix.sent == 6
         wix.hook = None
-        wix.answer = httpx.Response(200, json=OK)
+        wix.answer = httpx2.Response(200, json=OK)
         assert (await provider.aacquire(KEY)).access_token == "OAUTH2.abc"
         assert wix.sent == 7
         assert state(provider.breaker) is CircuitState.CLOSED

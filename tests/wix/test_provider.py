@@ -1,11 +1,11 @@
-"""The Wix provider against httpx.MockTransport: every class of answer."""
+"""The Wix provider against httpx2.MockTransport: every class of answer."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import pytest
 
 from tokenbroker import (
@@ -19,25 +19,25 @@ from tokenbroker import (
     TransientProviderError,
 )
 from tokenbroker.core.clock import to_datetime
-from tokenbroker.plugins.registry import ProviderConfig
-from tokenbroker.plugins.wix import RetryBudget, WixProvider, parse_retry_after
+from tokenbroker import ProviderConfig
+from tokenbroker.wix import RetryBudget, WixProvider, parse_retry_after
 
 SECRET = "s3cr3t-value-never-shown"
 KEY = TokenKey("wix", "app-1", "inst-1")
 T0 = 1_800_000_000.0
 OK = {"access_token": "OAUTH2.abc", "token_type": "Bearer", "expires_in": 14400}
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
 class Script:
     """Answers requests from a list, in order; records what it was sent."""
 
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
+    def __init__(self, *answers: httpx2.Response | Exception) -> None:
         self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
+        self.requests: list[httpx2.Request] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
@@ -51,19 +51,19 @@ def make_provider(script: Script, *, max_attempts: int = 3) -> WixProvider:
         app_secret=Secret(SECRET),
         api_url="https://wix.example",
         clock=ManualClock(start=T0),
-        transport=httpx.MockTransport(script),
+        transport=httpx2.MockTransport(script),
     )
     return WixProvider(config, retry=RetryBudget(max_attempts=max_attempts, backoff_base=0.0))
 
 
-def wix_error(status: int, message: str, code: str = "X", **headers: str) -> httpx.Response:
+def wix_error(status: int, message: str, code: str = "X", **headers: str) -> httpx2.Response:
     body = {"message": message, "details": {"applicationError": {"code": code}}}
-    return httpx.Response(status, json=body, headers=headers)
+    return httpx2.Response(status, json=body, headers=headers)
 
 
 class TestRequestShape:
     def test_create_access_token_posts_snake_case_json(self) -> None:
-        script = Script(httpx.Response(200, json=OK))
+        script = Script(httpx2.Response(200, json=OK))
         make_provider(script).acquire(KEY)
         (request,) = script.requests
         assert request.method == "POST"
@@ -77,7 +77,7 @@ class TestRequestShape:
         }
 
     def test_a_good_answer_becomes_a_token_expiring_after_expires_in(self) -> None:
-        token = make_provider(Script(httpx.Response(200, json=OK))).acquire(KEY)
+        token = make_provider(Script(httpx2.Response(200, json=OK))).acquire(KEY)
         assert token.access_token == "OAUTH2.abc"
         assert token.token_type == "Bearer"
         assert token.key == KEY
@@ -86,11 +86,11 @@ class TestRequestShape:
 
     def test_a_missing_token_type_defaults_to_bearer(self) -> None:
         body = {"access_token": "t", "expires_in": 60}
-        token = make_provider(Script(httpx.Response(200, json=body))).acquire(KEY)
+        token = make_provider(Script(httpx2.Response(200, json=body))).acquire(KEY)
         assert token.token_type == "Bearer"
 
     async def test_the_async_twin_sends_the_same_request(self) -> None:
-        script = Script(httpx.Response(200, json=OK))
+        script = Script(httpx2.Response(200, json=OK))
         provider = make_provider(script)
         token = await provider.aacquire(KEY)
         await provider.aclose()
@@ -102,25 +102,25 @@ class TestGarbageAnswers:
     @pytest.mark.parametrize(
         ("answer", "why"),
         [
-            (httpx.Response(200, text="<html>oops</html>"), "not JSON"),
-            (httpx.Response(200, json=["a"]), "not an object"),
-            (httpx.Response(200, json={"expires_in": 60}), "no access_token"),
-            (httpx.Response(200, json={"access_token": "", "expires_in": 60}), "no access_token"),
-            (httpx.Response(200, json={"access_token": 5, "expires_in": 60}), "no access_token"),
-            (httpx.Response(200, json={"access_token": "a b", "expires_in": 60}), "whitespace"),
-            (httpx.Response(200, json={"access_token": "t"}), "no numeric expires_in"),
-            (httpx.Response(200, json={"access_token": "t", "expires_in": "60"}), "numeric"),
-            (httpx.Response(200, json={"access_token": "t", "expires_in": True}), "numeric"),
-            (httpx.Response(200, json={"access_token": "t", "expires_in": 0}), "non-positive"),
-            (httpx.Response(200, json={"access_token": "t", "expires_in": -5}), "non-positive"),
+            (httpx2.Response(200, text="<html>oops</html>"), "not JSON"),
+            (httpx2.Response(200, json=["a"]), "not an object"),
+            (httpx2.Response(200, json={"expires_in": 60}), "no access_token"),
+            (httpx2.Response(200, json={"access_token": "", "expires_in": 60}), "no access_token"),
+            (httpx2.Response(200, json={"access_token": 5, "expires_in": 60}), "no access_token"),
+            (httpx2.Response(200, json={"access_token": "a b", "expires_in": 60}), "whitespace"),
+            (httpx2.Response(200, json={"access_token": "t"}), "no numeric expires_in"),
+            (httpx2.Response(200, json={"access_token": "t", "expires_in": "60"}), "numeric"),
+            (httpx2.Response(200, json={"access_token": "t", "expires_in": True}), "numeric"),
+            (httpx2.Response(200, json={"access_token": "t", "expires_in": 0}), "non-positive"),
+            (httpx2.Response(200, json={"access_token": "t", "expires_in": -5}), "non-positive"),
             (
-                httpx.Response(200, json={"access_token": "t", "expires_in": 9, "token_type": 1}),
+                httpx2.Response(200, json={"access_token": "t", "expires_in": 9, "token_type": 1}),
                 "token_type",
             ),
         ],
     )
     def test_each_malformed_answer_is_a_provider_error(
-        self, answer: httpx.Response, why: str
+        self, answer: httpx2.Response, why: str
     ) -> None:
         script = Script(answer)
         with pytest.raises(ProviderError, match=why) as info:
@@ -147,7 +147,7 @@ class TestRefusals:
         ],
     )
     def test_wix_saying_not_installed_is_instance_not_installed(
-        self, answer: httpx.Response
+        self, answer: httpx2.Response
     ) -> None:
         with pytest.raises(InstanceNotInstalled):
             make_provider(Script(answer)).acquire(KEY)
@@ -171,7 +171,7 @@ class TestRefusals:
 class TestRetries:
     def test_server_errors_are_retried_then_succeed(self) -> None:
         script = Script(
-            wix_error(500, "boom"), wix_error(503, "busy"), httpx.Response(200, json=OK)
+            wix_error(500, "boom"), wix_error(503, "busy"), httpx2.Response(200, json=OK)
         )
         assert make_provider(script).acquire(KEY).access_token == "OAUTH2.abc"
         assert len(script.requests) == 3
@@ -184,7 +184,7 @@ class TestRetries:
 
     @pytest.mark.parametrize(
         "failure",
-        [httpx.ReadTimeout("slow"), httpx.ConnectError("refused"), httpx.RemoteProtocolError("x")],
+        [httpx2.ReadTimeout("slow"), httpx2.ConnectError("refused"), httpx2.RemoteProtocolError("x")],
     )
     def test_timeouts_and_connection_errors_are_retried_then_transient(
         self, failure: Exception
@@ -195,12 +195,12 @@ class TestRetries:
         assert len(script.requests) == 3
 
     def test_a_timeout_followed_by_an_answer_succeeds(self) -> None:
-        script = Script(httpx.ReadTimeout("slow"), httpx.Response(200, json=OK))
+        script = Script(httpx2.ReadTimeout("slow"), httpx2.Response(200, json=OK))
         assert make_provider(script).acquire(KEY).access_token == "OAUTH2.abc"
 
     def test_a_short_retry_after_is_honoured_and_retried(self) -> None:
         script = Script(
-            wix_error(429, "slow down", **{"Retry-After": "0"}), httpx.Response(200, json=OK)
+            wix_error(429, "slow down", **{"Retry-After": "0"}), httpx2.Response(200, json=OK)
         )
         assert make_provider(script).acquire(KEY).access_token == "OAUTH2.abc"
         assert len(script.requests) == 2
@@ -219,7 +219,7 @@ class TestRetries:
         assert len(script.requests) == 3
 
     async def test_async_retries_follow_the_same_budget(self) -> None:
-        script = Script(wix_error(500, "boom"), httpx.Response(200, json=OK))
+        script = Script(wix_error(500, "boom"), httpx2.Response(200, json=OK))
         provider = make_provider(script)
         assert (await provider.aacquire(KEY)).access_token == "OAUTH2.abc"
         await provider.aclose()
@@ -256,11 +256,11 @@ class TestNoSecretInErrors:
             wix_error(401, "no"),
             wix_error(500, "no"),
             wix_error(429, "no", **{"Retry-After": "999"}),
-            httpx.Response(200, text="garbage"),
-            httpx.ConnectError("refused"),
+            httpx2.Response(200, text="garbage"),
+            httpx2.ConnectError("refused"),
         ],
     )
-    def test_no_error_message_contains_the_secret(self, answer: httpx.Response | Exception) -> None:
+    def test_no_error_message_contains_the_secret(self, answer: httpx2.Response | Exception) -> None:
         with pytest.raises(ProviderError) as info:
             make_provider(Script(answer)).acquire(KEY)
         assert SECRET not in str(info.value)

@@ -16,13 +16,24 @@ from .errors import (
 )
 from .installation import Installation, InstallationStatus
 from .policy import RefreshPolicy, TokenState
-from .protocols import InstallationStore, Lease, Store, TokenProvider, TokenStore
+from .protocols import (
+    Broker,
+    Event,
+    InstallationStore,
+    Lease,
+    ProviderConfig,
+    Store,
+    TokenProvider,
+    TokenStore,
+)
 from .secret import Secret
 from .token import Token, TokenKey, validate_id
 
 __all__ = [
+    "Broker",
     "Clock",
     "ConfigError",
+    "Event",
     "Installation",
     "InstallationStatus",
     "InstallationStore",
@@ -31,6 +42,7 @@ __all__ = [
     "Lease",
     "ManualClock",
     "OffsetClock",
+    "ProviderConfig",
     "ProviderError",
     "RateLimited",
     "RefreshPolicy",

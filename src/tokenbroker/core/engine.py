@@ -4,9 +4,10 @@
 again → provider → policy stamps → store writes (compare-and-set) → lease
 released → listeners told → token returned.
 
-The hops after the near cache are one generator, ``_refresh_flow``, driven by
-``run_sync`` for threads and ``run_async`` for asyncio; the decisions live
-there once.
+The hops after the near cache are one generator, ``_refresh_flow``, of typed
+ops (``tokenbroker.core.ops``), driven by ``run_sync`` for threads and
+``run_async`` for asyncio; the decisions live there once. The engine is its own
+port: the ops act on its ``store`` and ``provider``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from .clock import Clock
 from .errors import (
@@ -25,14 +26,17 @@ from .errors import (
     StorageError,
     TokenBrokerError,
 )
-from .flow import Flow, Op, run_async, run_sync
+from .flow import Flow, Op, Sleep, run_async, run_sync
 from .nearcache import NearCache
+from .ops import Acquire, AcquireLease, DeleteToken, GetToken, PutToken, ReleaseLease
 from .policy import RefreshPolicy, TokenState, state_at
 from .protocols import Lease, TokenProvider, TokenStore
 from .singleflight import TaskFlights, ThreadFlights
 from .token import Token, TokenKey
 
 log = logging.getLogger("tokenbroker")
+
+R = TypeVar("R")
 
 Source = Literal["store", "provider"]
 AcquiredListener = Callable[[TokenKey, Token, Source], None]
@@ -46,30 +50,6 @@ NO_LEASE: Final = Lease(key=TokenKey("", "", ""), owner="", expires_at=0.0)
 
 def _ignore(*_: Any) -> None:
     """The default listener."""
-
-
-class _SyncPort:
-    """What the flow may do, done synchronously."""
-
-    def __init__(self, store: TokenStore, provider: TokenProvider) -> None:
-        self.get_token = store.get_token
-        self.put_token = store.put_token
-        self.acquire_lease = store.acquire_lease
-        self.release_lease = store.release_lease
-        self.acquire = provider.acquire
-        self.sleep = time.sleep
-
-
-class _AsyncPort:
-    """The same, awaited."""
-
-    def __init__(self, store: TokenStore, provider: TokenProvider) -> None:
-        self.get_token = store.aget_token
-        self.put_token = store.aput_token
-        self.acquire_lease = store.aacquire_lease
-        self.release_lease = store.arelease_lease
-        self.acquire = provider.aacquire
-        self.sleep = asyncio.sleep
 
 
 class TokenEngine:
@@ -107,8 +87,6 @@ class TokenEngine:
         self.on_degraded = on_degraded
         self.on_recovered = on_recovered
         self._degraded: StorageError | None = None
-        self._sync_port = _SyncPort(store, provider)
-        self._async_port = _AsyncPort(store, provider)
         self._threads: ThreadFlights[TokenKey, Token] = ThreadFlights()
         self._tasks: TaskFlights[TokenKey, Token] = TaskFlights()
         self._background: set[asyncio.Task[None]] = set()
@@ -146,7 +124,7 @@ class TokenEngine:
         if not leader:
             return flight.result()
         try:
-            token = run_sync(self._refresh_flow(key), self._sync_port)
+            token = run_sync(self._refresh_flow(key), self)
         except BaseException as exc:
             flight.set_exception(exc)
             if isinstance(exc, Exception):
@@ -164,7 +142,7 @@ class TokenEngine:
             # shield: one waiter being cancelled must not cancel the shared flight
             return await asyncio.shield(flight)
         try:
-            token = await run_async(self._refresh_flow(key), self._async_port)
+            token = await run_async(self._refresh_flow(key), self)
         except BaseException as exc:
             flight.set_exception(exc)
             if isinstance(exc, Exception):
@@ -224,7 +202,7 @@ class TokenEngine:
         """The store error that put the engine in degraded mode, or ``None``."""
         return self._degraded
 
-    def _store(self, name: str, args: tuple[Any, ...], default: Any) -> Flow[Any]:
+    def _store(self, op: Op[R], default: R) -> Flow[R]:
         """A store operation that, when the store fails, degrades instead of raising.
 
         Degraded, the engine keeps serving the near cache, fetches misses from the
@@ -233,7 +211,7 @@ class TokenEngine:
         ends it. The change either way is logged once and reported to listeners.
         """
         try:
-            result = yield Op(name, args)
+            result = yield from op
         except StorageError as exc:
             self._degrade(exc)
             return default
@@ -258,7 +236,7 @@ class TokenEngine:
             self.on_recovered(self.store.url)
 
     def _refresh_flow(self, key: TokenKey, want_until: float | None = None) -> Flow[Token]:
-        stored: Token | None = yield from self._store("get_token", (key,), None)
+        stored: Token | None = yield from self._store(GetToken(key), None)
         if (found := self._take_if_fresh(key, stored, want_until)) is not None:
             return found
         seen = self._usable(stored)
@@ -270,11 +248,11 @@ class TokenEngine:
         try:
             # Between our first look and our lease another process may have finished.
             if lease is not NO_LEASE:
-                stored = yield from self._store("get_token", (key,), None)
+                stored = yield from self._store(GetToken(key), None)
                 if (found := self._take_if_fresh(key, stored, want_until)) is not None:
                     return found
             try:
-                fresh: Token = yield Op("acquire", (key,))
+                fresh = yield from Acquire(key)
             except (InstanceNotInstalled, InvalidCredentials):
                 # the old token is no use either: Wix no longer accepts this pair
                 if self.near is not None:
@@ -289,10 +267,10 @@ class TokenEngine:
                     return fallback
                 raise
             token = self.policy.stamp(fresh)
-            written: bool = yield from self._store("put_token", (token,), True)
+            written = yield from self._store(PutToken(token), True)
             if not written:
                 # a newer token landed meanwhile (a slow writer lost the race): use it
-                newer = yield from self._store("get_token", (key,), None)
+                newer = yield from self._store(GetToken(key), None)
                 seen = self._usable(newer)
                 if newer is not None and seen is not None and seen[0].servable:
                     token = newer
@@ -302,7 +280,7 @@ class TokenEngine:
         finally:
             if lease is not NO_LEASE:
                 try:
-                    yield Op("release_lease", (lease,))
+                    yield from ReleaseLease(lease)
                 except StorageError as exc:  # it lapses by itself; never mask the outcome
                     log.warning("could not release the lease on %s: %s", key, exc)
 
@@ -317,15 +295,15 @@ class TokenEngine:
         pause = 0.02
         while True:
             lease: Lease | None = yield from self._store(
-                "acquire_lease", (key, self.lease_ttl), NO_LEASE
+                AcquireLease(key, self.lease_ttl), NO_LEASE
             )
             if lease is not None:
                 return lease
             if fallback is not None and self.policy.state(fallback, self.clock.time()).servable:
                 return fallback  # advisory: someone else refreshes, keep serving
-            yield Op("sleep", (pause,))
+            yield from Sleep(pause)
             pause = min(pause * 1.5, 0.25)
-            stored: Token | None = yield from self._store("get_token", (key,), None)
+            stored: Token | None = yield from self._store(GetToken(key), None)
             if (found := self._take_if_fresh(key, stored, want_until)) is not None:
                 return found
             if time.monotonic() > deadline:
@@ -335,42 +313,30 @@ class TokenEngine:
                 )
 
     # -- invalidation ---------------------------------------------------------
+    def _invalidate_flow(self, token: Token) -> Flow[None]:
+        if self.near is not None:
+            self.near.discard(token.key, only=token.access_token)
+        # On a store failure the near cache no longer has it; that is enough now.
+        yield from self._store(DeleteToken(token.key, only=token.access_token), False)
+
     def invalidate(self, token: Token) -> None:
         """Forget ``token`` (say, Wix refused it) without touching a newer one."""
-        if self.near is not None:
-            self.near.discard(token.key, only=token.access_token)
-        try:
-            self.store.delete_token(token.key, only=token.access_token)
-        except StorageError as exc:  # the near cache no longer has it; that is enough now
-            self._degrade(exc)
+        run_sync(self._invalidate_flow(token), self)
 
     async def ainvalidate(self, token: Token) -> None:
-        if self.near is not None:
-            self.near.discard(token.key, only=token.access_token)
-        try:
-            await self.store.adelete_token(token.key, only=token.access_token)
-        except StorageError as exc:
-            self._degrade(exc)
+        await run_async(self._invalidate_flow(token), self)
 
     # -- bulk refresh ---------------------------------------------------------------
-    def refresh(self, key: TokenKey, *, want_until: float) -> Token:
+    def refresh_flow(self, key: TokenKey, *, want_until: float) -> Flow[Token]:
         """A token that outlives ``want_until``: the stored one if it does, else a new
         one (fleet-wide lease and compare-and-set as usual; no near-cache shortcut)."""
-        return run_sync(self._refresh_flow(key, want_until), self._sync_port)
+        return self._refresh_flow(key, want_until)
+
+    def refresh(self, key: TokenKey, *, want_until: float) -> Token:
+        return run_sync(self._refresh_flow(key, want_until), self)
 
     async def arefresh(self, key: TokenKey, *, want_until: float) -> Token:
-        return await run_async(self._refresh_flow(key, want_until), self._async_port)
-
-    def forget(self, key: TokenKey) -> None:
-        """Drop any token for ``key`` everywhere (an uninstall)."""
-        if self.near is not None:
-            self.near.discard(key)
-        self.store.delete_token(key)
-
-    async def aforget(self, key: TokenKey) -> None:
-        if self.near is not None:
-            self.near.discard(key)
-        await self.store.adelete_token(key)
+        return await run_async(self._refresh_flow(key, want_until), self)
 
     async def aclose(self) -> None:
         for task in list(self._background):

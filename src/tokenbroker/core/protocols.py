@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from .clock import Clock, SystemClock
 from .installation import Installation
+from .secret import Secret
 from .token import Token, TokenKey
 
 
@@ -19,6 +22,20 @@ class Lease:
     key: TokenKey
     owner: str
     expires_at: float
+
+
+@attrs.frozen
+class ProviderConfig:
+    """What a provider factory is given."""
+
+    app_id: str
+    app_secret: Secret = attrs.field(repr=False)
+    api_url: str
+    timeout: float = 10.0
+    max_attempts: int = 3
+    clock: Clock = attrs.field(factory=SystemClock)
+    transport: Any = attrs.field(default=None, repr=False)
+    """An ``httpx2`` transport for tests (``httpx2.MockTransport``), or ``None``."""
 
 
 @runtime_checkable
@@ -121,3 +138,55 @@ class InstallationStore(Protocol):
 @runtime_checkable
 class Store(TokenStore, InstallationStore, Protocol):
     """A backend: both stores behind one URL."""
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What a plugin may rely on of the broker its event hooks are handed.
+
+    The facade (``tokenbroker.TokenBroker``) satisfies it; plugins and the Wix
+    part type against this, never against the facade, so that the layers stay
+    one-way. Every method is safe to call from a hook, on any thread.
+    """
+
+    @property
+    def app_id(self) -> str: ...
+
+    @property
+    def auto_finish_setup(self) -> bool: ...
+
+    def token(self, instance_id: str) -> Token: ...
+
+    async def atoken(self, instance_id: str) -> Token: ...
+
+    def finish_setup(self, instance_id: str) -> Installation: ...
+
+    def mark_setup_pending(self, instance_id: str) -> None: ...
+
+
+@runtime_checkable
+class Event(Protocol):
+    """A verified webhook event, as event hooks receive it.
+
+    The Wix part's typed events (``tokenbroker.wix.webhooks.events``) satisfy it;
+    hooks type against this so that the plugin layer knows no provider.
+    ``issued_at`` orders events for one instance (the JWT's ``iat``).
+    """
+
+    @property
+    def event_type(self) -> str: ...
+
+    @property
+    def instance_id(self) -> str: ...
+
+    @property
+    def app_id(self) -> str | None: ...
+
+    @property
+    def issued_at(self) -> datetime: ...
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...
+
+    @property
+    def identity(self) -> Mapping[str, Any]: ...

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from .hookspecs import hookimpl, hookspec
-from .manager import LoadedPlugin, loaded_plugins, plugin_manager, reset_plugins
-from .registry import ProviderConfig, Registration, backends, providers
+from .manager import (
+    LoadedPlugin,
+    backends,
+    loaded_plugins,
+    plugin_manager,
+    providers,
+    reset_plugins,
+)
+from ..core.protocols import ProviderConfig
+from .registry import Registration
+from .resolve import provider_factory, store_from_url
 
 __all__ = [
     "LoadedPlugin",
@@ -15,6 +24,8 @@ __all__ = [
     "hookspec",
     "loaded_plugins",
     "plugin_manager",
+    "provider_factory",
     "providers",
     "reset_plugins",
+    "store_from_url",
 ]

@@ -16,14 +16,13 @@ from ..core.errors import TokenBrokerError
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from ..client import TokenBroker
-    from ..events import AppInstalled
+    from ..core.protocols import Broker, Event
 
 log = logging.getLogger("tokenbroker.plugins")
 
 
 @hookimpl
-def tokenbroker_app_installed(event: AppInstalled, broker: TokenBroker) -> None:
+def tokenbroker_app_installed(event: Event, broker: Broker) -> None:
     if not broker.auto_finish_setup:
         return
     try:

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ..client import TokenBroker
+    from ..core.protocols import Broker, Event
     from ..core.token import Token, TokenKey
-    from ..events import AppInstalled, AppRemoved, WebhookEvent
     from .registry import RegisterBackend, RegisterProvider
 
 PROJECT = "tokenbroker"
@@ -55,7 +54,7 @@ def tokenbroker_register_providers(register: RegisterProvider) -> None:
 
 
 @hookspec
-def tokenbroker_app_installed(event: AppInstalled, broker: TokenBroker) -> None:
+def tokenbroker_app_installed(event: Event, broker: Broker) -> None:
     """A verified ``AppInstalled`` webhook was recorded as news.
 
     Fires after the installation is durably stored, once per installation
@@ -66,7 +65,7 @@ def tokenbroker_app_installed(event: AppInstalled, broker: TokenBroker) -> None:
 
 
 @hookspec
-def tokenbroker_app_removed(event: AppRemoved, broker: TokenBroker) -> None:
+def tokenbroker_app_removed(event: Event, broker: Broker) -> None:
     """A verified ``AppRemoved`` webhook was recorded as news.
 
     Fires after the installation is marked removed and its tokens purged from
@@ -76,7 +75,7 @@ def tokenbroker_app_removed(event: AppRemoved, broker: TokenBroker) -> None:
 
 
 @hookspec
-def tokenbroker_webhook_event(event: WebhookEvent, broker: TokenBroker) -> None:
+def tokenbroker_webhook_event(event: Event, broker: Broker) -> None:
     """Any verified webhook event, of any type, known or not.
 
     Fires after the type-specific hook. Installation events fire it only when

@@ -15,17 +15,19 @@ import os
 import threading
 from collections.abc import Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 import attrs
 import pluggy
 
 from . import hookspecs
 from .hookspecs import PROJECT
+from .registry import Registry
 
 log = logging.getLogger("tokenbroker.plugins")
 
 BUILTIN = {
-    "wix": "tokenbroker.plugins.wix",
+    "wix": "tokenbroker.wix.plugin",
     "builtin_backends": "tokenbroker.plugins.builtin_backends",
     "redis": "tokenbroker.plugins.redis_backend",
     "auto_finish_setup": "tokenbroker.plugins.auto_setup",
@@ -99,10 +101,20 @@ def loaded_plugins() -> list[LoadedPlugin]:
     return sorted(_loaded.values(), key=lambda p: p.name)
 
 
+def _implementations(hook_name: str) -> list[tuple[str, Any]]:
+    caller = getattr(plugin_manager().hook, hook_name)
+    return [(impl.plugin_name, impl.function) for impl in caller.get_hookimpls()]
+
+
+backends = Registry("backend scheme", lambda: _implementations("tokenbroker_register_backends"))
+"""Store factories by URL scheme."""
+providers = Registry("provider", lambda: _implementations("tokenbroker_register_providers"))
+"""Token provider factories by name."""
+
+
 def reset_plugins() -> None:
     """Forget the manager and every registry (tests, and after changing the env)."""
     global _manager  # noqa: PLW0603
-    from .registry import backends, providers  # noqa: PLC0415
 
     with _lock:
         _manager = None

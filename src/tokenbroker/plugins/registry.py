@@ -1,4 +1,7 @@
-"""What plugins registered: backends by URL scheme, providers by name."""
+"""What plugins registered: backends by URL scheme, providers by name.
+
+A leaf: it knows neither the plugin manager nor any backend or provider.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +11,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from ..core.clock import Clock, SystemClock
 from ..core.errors import ConfigError
-from ..core.secret import Secret
+from ..core.protocols import ProviderConfig
 
 if TYPE_CHECKING:
     from ..core.protocols import Store, TokenProvider
 
 BackendFactory = Callable[[str], "Store"]
-
-
-@attrs.frozen
-class ProviderConfig:
-    """What a provider factory is given."""
-
-    app_id: str
-    app_secret: Secret = attrs.field(repr=False)
-    api_url: str
-    timeout: float = 10.0
-    max_attempts: int = 3
-    clock: Clock = attrs.field(factory=SystemClock)
-    transport: Any = attrs.field(default=None, repr=False)
-    """An ``httpx`` transport for tests (``httpx.MockTransport``), or ``None``."""
 
 
 ProviderFactory = Callable[[ProviderConfig], "TokenProvider"]
@@ -53,12 +41,20 @@ class Registration:
     description: str = ""
 
 
-class Registry:
-    """Collects registrations from one registration hook, once, lazily."""
+Implementations = Callable[[], "list[tuple[str, Callable[..., Any]]]"]
+"""Where a registry finds its hook: (plugin name, function) pairs, in registration order."""
 
-    def __init__(self, hook_name: str, what: str) -> None:
-        self._hook_name = hook_name
+
+class Registry:
+    """Collects the registrations made through one registration hook, once, lazily.
+
+    A leaf: it knows no plugin manager. Whoever builds it says where the hook's
+    implementations come from (the manager, for the two built-in registries).
+    """
+
+    def __init__(self, what: str, implementations: Implementations) -> None:
         self._what = what
+        self._implementations = implementations
         self._entries: dict[str, Registration] | None = None
         self._lock = threading.Lock()
 
@@ -76,18 +72,15 @@ class Registry:
             self._entries = None
 
     def _collect(self) -> dict[str, Registration]:
-        from .manager import plugin_manager  # noqa: PLC0415 - the manager imports us
-
         found: dict[str, Registration] = {}
-        caller = getattr(plugin_manager().hook, self._hook_name)
-        for impl in caller.get_hookimpls():  # registration order
+        for plugin, function in self._implementations():
 
             def register(
                 name: str,
                 factory: Callable[..., Any],
                 *,
                 description: str = "",
-                _plugin: str = impl.plugin_name,
+                _plugin: str = plugin,
             ) -> None:
                 key = name.lower()
                 if key in found:
@@ -97,18 +90,5 @@ class Registry:
                     )
                 found[key] = Registration(key, factory, _plugin, description)
 
-            impl.function(register=register)
+            function(register=register)
         return found
-
-
-backends = Registry("tokenbroker_register_backends", "backend scheme")
-providers = Registry("tokenbroker_register_providers", "provider")
-
-
-def provider_factory(name: str) -> ProviderFactory:
-    entry = providers.entries().get(name.lower())
-    if entry is None:
-        known = ", ".join(sorted(providers.entries())) or "none"
-        raise ConfigError(f"unknown token provider {name!r}; registered providers: {known}")
-    factory: ProviderFactory = entry.factory
-    return factory

@@ -20,27 +20,24 @@ import binascii
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final
 
-from .core.clock import Clock, SystemClock, to_datetime
-from .core.errors import ConfigError, TokenBrokerError
-from .core.token import validate_id
+from ...core.clock import Clock, SystemClock, to_datetime
+from ...core.errors import ConfigError
+from ...core.token import validate_id
+from ..errors import WebhookRejected
 from .events import EVENT_CLASSES, AppInstalled, WebhookEvent
+from .keys import load_public_key, require_rsa
 
 try:
     import jwt
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "tokenbroker.webhooks needs PyJWT and cryptography: pip install 'tokenbroker[webhooks]'"
+        "tokenbroker's webhooks need PyJWT and cryptography: pip install 'tokenbroker[webhooks]'"
     ) from exc
 
 __all__ = ["WebhookRejected", "WebhookVerifier", "load_public_key"]
@@ -50,169 +47,11 @@ log = logging.getLogger(__name__)
 ALGORITHM: Final = "RS256"
 """The one algorithm Wix signs webhooks with, and the only one ever accepted."""
 
-DEFAULT_SOURCE: Final = "TOKENBROKER_APP_PUBLIC_KEY"
-
-# A key file is a few hundred bytes; refusing big files keeps a mistyped path
-# (a log file, a disk image) from being read into memory.
-_MAX_KEY_FILE_BYTES: Final = 64 * 1024
-_MAX_PATH_LENGTH: Final = 4096
-
 # Only RS256 is even registered: no other algorithm can be reached by any path.
 _JWS: Final = jwt.PyJWS(algorithms=[ALGORITHM])
 
 _MAX_TIMESTAMP: Final = 253402300799  # 9999-12-31T23:59:59Z, the last datetime
 _B64URL_SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")
-_PEM_MARKER = "-----BEGIN "
-
-
-class WebhookRejected(TokenBrokerError):
-    """A webhook delivery that must not be acted on.
-
-    ``status`` is the HTTP status to answer with (400 malformed, 401 not
-    authentic or not current, 413 too big) and ``reason`` a short fixed phrase
-    that is safe to send back: it never quotes the body, the key or a traceback.
-    Wix retries anything that is not a 200, so a rejection is also a signal to
-    whoever is forging or mangling deliveries, and says as little as possible.
-    """
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"webhook rejected ({status}): {reason}")
-        self.status = status
-        self.reason = reason
-
-
-# --------------------------------------------------------------------------- keys
-
-
-def load_public_key(value: str, *, source: str = DEFAULT_SOURCE) -> RSAPublicKey:
-    """Load the app's RSA public key from the forms it turns up in.
-
-    Wix's dashboard shows a PEM, sometimes base64-wrapped as a whole; env vars
-    and secret managers often hold the PEM with literal ``\\n`` escapes; config
-    files point at a file. All of those are accepted, and so is the bare base64
-    key body without its BEGIN/END lines (what people copy out of the middle of
-    a PEM). ``source`` names where the value came from so the ``ConfigError``
-    can point at it; the error never repeats the value.
-    """
-    if not isinstance(value, str):
-        raise ConfigError(f"{source} must be a string, not {type(value).__name__}")
-    text = _unquote(value.strip())
-    if not text:
-        raise ConfigError(f"{source} is empty: set it to the app's public key (PEM)")
-    if _PEM_MARKER not in text:
-        path = _as_existing_file(text)
-        if path is not None:
-            return _key_from_text(_read_key_file(path, source), f"{source} (file {path})")
-    return _key_from_text(text, source)
-
-
-def _unquote(text: str) -> str:
-    """Drop one pair of surrounding quotes, as left by ``KEY="..."`` in .env files."""
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1].strip()
-    return text
-
-
-def _as_existing_file(text: str) -> Path | None:
-    if "\n" in text or len(text) > _MAX_PATH_LENGTH:
-        return None
-    expanded = os.path.expanduser(text)
-    # os.path.isfile, unlike Path.is_file, swallows ENAMETOOLONG and NUL bytes.
-    return Path(expanded) if os.path.isfile(expanded) else None
-
-
-def _read_key_file(path: Path, source: str) -> str:
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(_MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from None
-    if len(raw) > _MAX_KEY_FILE_BYTES:
-        raise ConfigError(f"{source}: {path} is too large to be a public key file")
-    try:
-        text = raw.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{source}: {path} is not a text PEM file") from None
-    if not text:
-        raise ConfigError(f"{source}: {path} is empty")
-    return text
-
-
-def _key_from_text(text: str, source: str) -> RSAPublicKey:
-    """Parse PEM, escaped PEM, base64-wrapped PEM or a bare base64 DER key."""
-    text = _unquote(text.strip())
-    if _PEM_MARKER in text:
-        return _key_from_pem(_normalise_pem(text), source)
-    decoded = _b64decode_loose(text)
-    if decoded is None:
-        raise ConfigError(
-            f"{source} is not a PEM public key, a base64-wrapped PEM, "
-            "or a path to a file holding one"
-        )
-    if _PEM_MARKER.encode() in decoded:
-        try:
-            inner = decoded.decode("ascii")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{source} is base64 of something that is not a PEM") from None
-        return _key_from_pem(_normalise_pem(inner), source)
-    try:
-        key = serialization.load_der_public_key(decoded)
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(
-            f"{source} is base64, but neither of a PEM nor of a DER public key"
-        ) from None
-    return _require_rsa(key, source)
-
-
-def _normalise_pem(text: str) -> str:
-    """Undo the ways env vars and YAML mangle a PEM: escapes, CRLF, indentation."""
-    text = text.replace("\\r", "").replace("\\n", "\n")
-    lines = (line.strip() for line in text.splitlines())
-    return "\n".join(line for line in lines if line) + "\n"
-
-
-def _b64decode_loose(text: str) -> bytes | None:
-    compact = "".join(text.split())
-    if not compact or not re.fullmatch(r"[A-Za-z0-9+/_-]+={0,2}", compact):
-        return None
-    compact = compact.rstrip("=").replace("-", "+").replace("_", "/")
-    try:
-        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _key_from_pem(pem: str, source: str) -> RSAPublicKey:
-    if "PRIVATE KEY-----" in pem:
-        # Never echo it; just say what went wrong so the operator can rotate it.
-        raise ConfigError(
-            f"{source} holds a private key: give the app's public key instead "
-            "(and treat that private key as exposed)"
-        )
-    try:
-        key = serialization.load_pem_public_key(pem.encode("ascii"))
-    except (ValueError, UnsupportedAlgorithm, UnicodeEncodeError):
-        raise ConfigError(f"{source} has PEM markers but is not a valid public key") from None
-    return _require_rsa(key, source)
-
-
-def _require_rsa(key: object, source: str) -> RSAPublicKey:
-    if not isinstance(key, RSAPublicKey):
-        raise ConfigError(f"{source} is {_key_kind(key)}, but Wix signs webhooks with an RSA key")
-    return key
-
-
-def _key_kind(key: object) -> str:
-    kinds: tuple[tuple[type, str], ...] = (
-        (ec.EllipticCurvePublicKey, "an EC key"),
-        (ed25519.Ed25519PublicKey, "an Ed25519 key"),
-        (ed448.Ed448PublicKey, "an Ed448 key"),
-        (dsa.DSAPublicKey, "a DSA key"),
-    )
-    for cls, kind in kinds:
-        if isinstance(key, cls):
-            return kind
-    return f"a {type(key).__name__.lstrip('_')}"
 
 
 # ----------------------------------------------------------------------- verifier
@@ -241,7 +80,7 @@ class WebhookVerifier:
     ) -> None:
         if isinstance(public_key, str):
             public_key = load_public_key(public_key, source="WebhookVerifier public_key")
-        self._key: RSAPublicKey = _require_rsa(public_key, "WebhookVerifier public_key")
+        self._key: RSAPublicKey = require_rsa(public_key, "WebhookVerifier public_key")
         self.app_id = None if app_id is None else validate_id(app_id, "app id")
         if isinstance(leeway, bool) or not isinstance(leeway, int | float):
             raise ConfigError(f"leeway must be a number of seconds, not {type(leeway).__name__}")

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
-from .client import TokenBroker
-from .core.clock import OffsetClock, SystemClock
-from .testing.emulator import WixEmulator
+from ..broker.broker import TokenBroker
+from ..core.clock import OffsetClock, SystemClock
+from ..testing.emulator import WixEmulator
 
 APP_ID = "demo-app-id"
 APP_SECRET = "demo-app-secret"  # noqa: S105 - the emulator's public demo secret
@@ -77,7 +77,7 @@ def run_demo(store: str | None, *, echo: Callable[..., Any], style: Callable[...
         ok(f"{changed}; upstream token requests now {emulator.token_requests}")
 
         step(6, "Call a Wix API with the token in the Authorization header")
-        with httpx.Client(base_url=emulator.url, auth=broker.auth(INSTANCE)) as http:
+        with httpx2.Client(base_url=emulator.url, auth=broker.auth(INSTANCE)) as http:
             answer = http.get("/apps/v1/instance").raise_for_status().json()
         ok(
             f"GET /apps/v1/instance → site {answer['site']['siteDisplayName']!r}, "

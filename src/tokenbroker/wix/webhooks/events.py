@@ -2,7 +2,8 @@
 
 A Wix webhook body is a JWT (RS256). Its ``data`` claim is a JSON *string*
 ``{"eventType", "instanceId", "data": <JSON string>, "identity": <JSON string>}``.
-``tokenbroker.webhooks.WebhookVerifier.verify`` checks the signature and turns it into one of
+``tokenbroker.wix.webhooks.verify.WebhookVerifier.verify`` checks the signature and
+turns it into one of
 these classes; an event type tokenbroker does not know becomes a plain
 ``WebhookEvent``, so new Wix events reach plugins without a release.
 """

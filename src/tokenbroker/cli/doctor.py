@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from .core.errors import TokenBrokerError
+from ..core.errors import TokenBrokerError
 
 
 @attrs.frozen
@@ -21,9 +21,9 @@ def run_checks(
     environ: Mapping[str, str] | None = None, *, instance_id: str | None = None
 ) -> list[Check]:
     """Run every check; a failed one does not stop the ones that do not depend on it."""
-    from .client import TokenBroker  # noqa: PLC0415
-    from .plugins.manager import loaded_plugins  # noqa: PLC0415
-    from .settings import Settings  # noqa: PLC0415
+    from ..broker.broker import TokenBroker  # noqa: PLC0415
+    from ..plugins.manager import loaded_plugins  # noqa: PLC0415
+    from ..settings import Settings  # noqa: PLC0415
 
     env = os.environ if environ is None else environ
     checks: list[Check] = []
@@ -69,8 +69,8 @@ def run_checks(
 
 
 def _store_checks(broker: object) -> list[Check]:
-    from .backends.sql import SCHEMA_VERSION, SQLStore  # noqa: PLC0415
-    from .client import TokenBroker  # noqa: PLC0415
+    from ..backends.sql import SCHEMA_VERSION, SQLStore  # noqa: PLC0415
+    from ..broker.broker import TokenBroker  # noqa: PLC0415
 
     assert isinstance(broker, TokenBroker)
     store = broker.store
@@ -101,7 +101,7 @@ def _encryption_check(enabled: bool) -> Check:
 
 
 def _webhook_check(broker: object, configured: bool) -> Check:
-    from .client import TokenBroker  # noqa: PLC0415
+    from ..broker.broker import TokenBroker  # noqa: PLC0415
 
     assert isinstance(broker, TokenBroker)
     if not configured:

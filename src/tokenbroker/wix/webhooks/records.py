@@ -9,15 +9,11 @@ arriving after a newer ``AppRemoved`` loses to it.
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from .core.installation import Installation, InstallationStatus
+from ...core.installation import Installation, InstallationStatus
 from .events import AppInstalled, AppRemoved, WebhookEvent
 
 
@@ -49,39 +45,3 @@ def apply(event: WebhookEvent, app_id: str, current: Installation | None) -> Ins
             extra=extra,
         )
     return None
-
-
-class SeenDeliveries:
-    """Digests of the last deliveries of events that have no registry record to
-    deduplicate them (paid-plan events, unknown types). In-process only."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first_time(self, body: bytes) -> bool:
-        digest = hashlib.sha256(body).digest()
-        with self._lock:
-            if digest in self._seen:
-                self._seen.move_to_end(digest)
-                return False
-            self._seen[digest] = None
-            if len(self._seen) > self._size:
-                self._seen.popitem(last=False)
-            return True
-
-
-@attrs.frozen
-class WebhookOutcome:
-    """What handling one webhook did. ``news`` is False for a repeated or
-    out-of-date delivery; ``hooks`` are the plugin calls still to make (empty
-    once run, or when there was no news)."""
-
-    event: WebhookEvent
-    news: bool
-    hooks: tuple[Callable[[], int], ...] = ()
-
-    def run_hooks(self) -> int:
-        """Call the plugin hooks; return how many implementations failed (logged)."""
-        return sum(call() for call in self.hooks)

@@ -7,7 +7,7 @@ so a slow hook never makes Wix wait past its 1250 ms and retry. ``GET
 
 Mount it in FastAPI or Starlette::
 
-    app.mount("/tokenbroker", tokenbroker.web.create_app(broker))
+    app.mount("/tokenbroker", tokenbroker.service.create_app(broker))
 
 or run it: ``tokenbroker serve --host 127.0.0.1 --port 8080``.
 """
@@ -26,10 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .bookkeeping import WebhookOutcome
-from .client import TokenBroker
-from .core.errors import ConfigError, StorageError, TokenBrokerError
-from .webhooks import WebhookRejected
+from ..broker import TokenBroker, WebhookOutcome
+from ..core.errors import ConfigError, StorageError, TokenBrokerError
+from ..wix.errors import WebhookRejected
 
 log = logging.getLogger("tokenbroker.web")
 
@@ -114,7 +113,7 @@ def create_app(
         while True:
             await asyncio.sleep(retry_setup_every)
             try:
-                await asyncio.to_thread(current.retry_pending_setup)
+                await current.wix.aretry_pending_setup()
             except Exception:  # keep retrying next round
                 log.exception("retrying pending finish-setup failed")
 

@@ -1,0 +1,24 @@
+"""The facade (``TokenBroker``) and its collaborators: assembly from settings,
+installations, webhook handling, Wix app APIs, the bulk refresher, listeners."""
+
+from __future__ import annotations
+
+from .apps import WixApps
+from .auth import BrokerAuth
+from .broker import TokenBroker
+from .installations import Installations
+from .refresh import RateGuard, Refresher, RefreshReport, RefreshResult
+from .webhooks import WebhookOutcome, Webhooks
+
+__all__ = [
+    "BrokerAuth",
+    "Installations",
+    "RateGuard",
+    "RefreshReport",
+    "RefreshResult",
+    "Refresher",
+    "TokenBroker",
+    "WebhookOutcome",
+    "Webhooks",
+    "WixApps",
+]

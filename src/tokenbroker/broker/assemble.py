@@ -1,0 +1,139 @@
+"""Building a broker's parts from keyword arguments or settings.
+
+Construction is kept apart from use (svcs's registry versus container): this
+module resolves the provider and the store, wraps encryption, and wires the
+engine; ``TokenBroker`` only uses what it is handed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from ..backends.encrypted import EncryptedStore
+from ..core.clock import Clock, SystemClock
+from ..core.engine import TokenEngine
+from ..core.errors import ConfigError
+from ..core.nearcache import NearCache
+from ..core.policy import RefreshPolicy
+from ..core.protocols import ProviderConfig, Store, TokenProvider
+from ..core.secret import Secret
+from ..core.token import validate_id
+from ..plugins.resolve import provider_factory, store_from_url
+from ..settings import Settings, default_store_url
+from . import listeners
+
+
+@attrs.frozen
+class Parts:
+    """Everything a ``TokenBroker`` uses, built and wired."""
+
+    app_id: str
+    clock: Clock
+    provider: TokenProvider
+    store: Store
+    owns_store: bool
+    policy: RefreshPolicy
+    engine: TokenEngine
+    near_cache_size: int
+
+
+def assemble(
+    *,
+    app_id: str,
+    app_secret: str | Secret,
+    store: str | Store | None,
+    api_url: str,
+    provider: str | TokenProvider,
+    policy: RefreshPolicy | None,
+    clock: Clock | None,
+    near_cache: bool,
+    near_cache_size: int,
+    near_cache_max_age: float,
+    timeout: float,
+    max_attempts: int,
+    lease_ttl: float,
+    wait_timeout: float,
+    encryption_key: str | Sequence[str] | Secret | None,
+    transport: Any,
+) -> Parts:
+    """Resolve and wire a broker's parts; a bad setting is a ``ConfigError``."""
+    app_id = validate_id(app_id, "app id")
+    secret = Secret(app_secret)
+    if not secret.reveal().strip():
+        raise ConfigError("app secret is empty")
+    clock = clock or SystemClock()
+    if isinstance(provider, str):
+        config = ProviderConfig(
+            app_id=app_id,
+            app_secret=secret,
+            api_url=api_url,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            clock=clock,
+            transport=transport,
+        )
+        provider = provider_factory(provider)(config)
+    owns_store = store is None or isinstance(store, str)
+    try:
+        resolved = (
+            store_from_url(store or default_store_url())
+            if store is None or isinstance(store, str)
+            else store
+        )
+        if encryption_key is not None:
+            keys = encryption_key.reveal() if isinstance(encryption_key, Secret) else encryption_key
+            resolved = EncryptedStore(resolved, keys)
+    except BaseException:
+        provider.close()
+        raise
+    policy = policy or RefreshPolicy()
+    engine = TokenEngine(
+        provider=provider,
+        store=resolved,
+        policy=policy,
+        clock=clock,
+        # On for every store by default: a hit then costs a dict lookup, even on
+        # memory:// (whose own reads take a lock and judge freshness each time).
+        near_cache=NearCache(near_cache_size, near_cache_max_age) if near_cache else None,
+        lease_ttl=lease_ttl,
+        wait_timeout=wait_timeout,
+        on_acquired=listeners.token_acquired,
+        on_failed=listeners.token_failed,
+        on_degraded=listeners.store_degraded,
+        on_recovered=listeners.store_recovered,
+    )
+    return Parts(
+        app_id=app_id,
+        clock=clock,
+        provider=provider,
+        store=resolved,
+        owns_store=owns_store,
+        policy=policy,
+        engine=engine,
+        near_cache_size=max(near_cache_size, 1),
+    )
+
+
+def settings_kwargs(settings: Settings) -> dict[str, Any]:
+    """The ``TokenBroker`` keyword arguments that ``settings`` give."""
+    return {
+        "app_id": settings.app_id,
+        "app_secret": settings.app_secret,
+        "store": settings.store,
+        "api_url": settings.api_url,
+        "encryption_key": settings.encryption_key,
+        "public_key": settings.public_key,
+        "auto_finish_setup": settings.auto_finish_setup,
+    }
+
+
+def registry_store(settings: Settings) -> Store:
+    """The store ``settings`` name, wrapped for encryption when a key is set: all the
+    registry commands need (no app secret, no provider)."""
+    store = store_from_url(settings.store)
+    if settings.encryption_key is not None:
+        store = EncryptedStore(store, settings.encryption_key.reveal())
+    return store

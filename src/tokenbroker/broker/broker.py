@@ -1,0 +1,273 @@
+"""The facade: ``TokenBroker``, the token path and the lifecycle.
+
+Everything else is a collaborator it exposes: ``broker.installations`` (the
+registry), ``broker.webhooks`` (verification and bookkeeping), ``broker.wix``
+(Wix's app APIs and setup), ``broker.refresher`` (the bulk refresher). The old
+flat names stay as thin delegates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from ..core.clock import Clock
+from ..core.engine import TokenEngine
+from ..core.installation import Installation
+from ..core.policy import RefreshPolicy
+from ..core.protocols import Store, TokenProvider
+from ..core.secret import Secret
+from ..core.token import Token, TokenKey, validate_id
+from ..settings import Settings
+from ..wix.facts import DEFAULT_API_URL
+from .apps import WixApps
+from .assemble import assemble, settings_kwargs
+from .auth import BrokerAuth
+from .installations import Installations
+from .refresh import Refresher, RefreshReport, RefreshResult
+from .webhooks import WebhookOutcome, Webhooks
+
+if TYPE_CHECKING:
+    from ..wix.webhooks.verify import WebhookVerifier
+
+
+class TokenBroker:
+    """A valid access token for every installation of one app.
+
+    >>> broker = TokenBroker(app_id="...", app_secret="...", store="sqlite:///tokens.db")
+    >>> broker.token("instance-id").access_token          # doctest: +SKIP
+
+    ``store`` is a URL (``memory://``, ``sqlite:///path``, ``postgresql+psycopg://``,
+    ``mysql+pymysql://``, ``redis://``, or a plugin's scheme) or a ready ``Store``.
+    ``near_cache`` (on by default) keeps fresh tokens in the process.
+    ``transport`` is an optional ``httpx2`` transport (tests use ``httpx2.MockTransport``).
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        app_secret: str | Secret,
+        store: str | Store | None = None,
+        api_url: str = DEFAULT_API_URL,
+        provider: str | TokenProvider = "wix",
+        policy: RefreshPolicy | None = None,
+        clock: Clock | None = None,
+        near_cache: bool = True,
+        near_cache_size: int = 100_000,
+        near_cache_max_age: float = 60.0,
+        timeout: float = 10.0,
+        max_attempts: int = 3,
+        lease_ttl: float = 30.0,
+        wait_timeout: float = 45.0,
+        encryption_key: str | Sequence[str] | Secret | None = None,
+        public_key: str | None = None,
+        auto_finish_setup: bool = False,
+        transport: Any = None,
+    ) -> None:
+        parts = assemble(
+            app_id=app_id,
+            app_secret=app_secret,
+            store=store,
+            api_url=api_url,
+            provider=provider,
+            policy=policy,
+            clock=clock,
+            near_cache=near_cache,
+            near_cache_size=near_cache_size,
+            near_cache_max_age=near_cache_max_age,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            lease_ttl=lease_ttl,
+            wait_timeout=wait_timeout,
+            encryption_key=encryption_key,
+            transport=transport,
+        )
+        self.app_id = parts.app_id
+        self.clock: Clock = parts.clock
+        self.provider: TokenProvider = parts.provider
+        self.store: Store = parts.store
+        self.policy = parts.policy
+        self.auto_finish_setup = auto_finish_setup
+        self._owns_store = parts.owns_store
+        self._engine = parts.engine
+        self._keys: dict[str, TokenKey] = {}
+        self._keys_max = parts.near_cache_size
+        self.installations = Installations(
+            app_id=self.app_id,
+            store=self.store,
+            clock=self.clock,
+            key=self.key,
+            near=self._engine.near,
+        )
+        self.wix = WixApps(provider=self.provider, installations=self.installations, auth=self.auth)
+        self.webhooks = Webhooks(
+            app_id=self.app_id,
+            public_key=public_key,
+            installations=self.installations,
+            broker=self,
+        )
+        self.refresher = Refresher(
+            engine=self._engine, installations=self.installations, clock=self.clock, key=self.key
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build from ``TOKENBROKER_*`` variables (see ``tokenbroker.settings``);
+        keyword arguments override or add to them."""
+        kwargs = settings_kwargs(Settings.from_env(environ))
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBroker(app_id={self.app_id!r}, store={self.store.url!r}, "
+            f"provider={self.provider.name!r})"
+        )
+
+    # -- tokens -----------------------------------------------------------------
+    def key(self, instance_id: str) -> TokenKey:
+        """The validated key for an instance id (memoised: validation is not free)."""
+        try:
+            key = self._keys.get(instance_id)
+        except TypeError:  # unhashable: let validation say what is wrong
+            key = None
+        if key is None:
+            key = TokenKey(self.provider.name, self.app_id, validate_id(instance_id))
+            if len(self._keys) >= self._keys_max:
+                self._keys.clear()
+            self._keys[instance_id] = key
+        return key
+
+    @property
+    def engine(self) -> TokenEngine:
+        return self._engine
+
+    def token(self, instance_id: str) -> Token:
+        """A token for the installation that is not expired and not about to."""
+        return self._engine.get(self.key(instance_id))
+
+    async def atoken(self, instance_id: str) -> Token:
+        return await self._engine.aget(self.key(instance_id))
+
+    def invalidate(self, token: Token) -> None:
+        """Drop ``token`` (Wix refused it); a newer token is left alone."""
+        self._engine.invalidate(token)
+
+    async def ainvalidate(self, token: Token) -> None:
+        await self._engine.ainvalidate(token)
+
+    def auth(self, instance_id: str) -> BrokerAuth:
+        """An ``Auth`` for httpx2 (and httpx) clients calling Wix for this installation."""
+        return BrokerAuth(self, instance_id)
+
+    # -- delegates to the collaborators ---------------------------------------------------
+    def finish_setup(self, instance_id: str) -> Installation:
+        """``broker.wix.finish_setup``: send ``APP_FINISHED_CONFIGURATION`` and record it."""
+        return self.wix.finish_setup(instance_id)
+
+    async def afinish_setup(self, instance_id: str) -> Installation:
+        return await self.wix.afinish_setup(instance_id)
+
+    def app_instance(self, instance_id: str) -> dict[str, Any]:
+        """``broker.wix.app_instance``: Wix's Get App Instance for the installation."""
+        return self.wix.app_instance(instance_id)
+
+    async def aapp_instance(self, instance_id: str) -> dict[str, Any]:
+        return await self.wix.aapp_instance(instance_id)
+
+    def retry_pending_setup(self) -> list[str]:
+        """``broker.wix.retry_pending_setup``."""
+        return self.wix.retry_pending_setup()
+
+    def mark_setup_pending(self, instance_id: str) -> None:
+        """``broker.installations.mark_setup_pending``."""
+        self.installations.mark_setup_pending(instance_id)
+
+    def refresh_due(
+        self,
+        *,
+        within: float = 1800.0,
+        concurrency: int = 20,
+        progress: Callable[[RefreshResult], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> RefreshReport:
+        """``broker.refresher.refresh_due`` (see ``tokenbroker.broker.refresh``)."""
+        return self.refresher.refresh_due(
+            within=within, concurrency=concurrency, progress=progress, on_start=on_start
+        )
+
+    async def arefresh_due(
+        self,
+        *,
+        within: float = 1800.0,
+        concurrency: int = 20,
+        progress: Callable[[RefreshResult], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> RefreshReport:
+        return await self.refresher.arefresh_due(
+            within=within, concurrency=concurrency, progress=progress, on_start=on_start
+        )
+
+    @property
+    def verifier(self) -> WebhookVerifier:
+        """``broker.webhooks.verifier``."""
+        return self.webhooks.verifier
+
+    def handle_webhook(self, body: bytes | str, *, defer_hooks: bool = False) -> WebhookOutcome:
+        """``broker.webhooks.handle``: verify, record, tell the plugins."""
+        return self.webhooks.handle(body, defer_hooks=defer_hooks)
+
+    async def ahandle_webhook(
+        self, body: bytes | str, *, defer_hooks: bool = False
+    ) -> WebhookOutcome:
+        return await self.webhooks.ahandle(body, defer_hooks=defer_hooks)
+
+    def add_installation(self, instance_id: str, **fields: Any) -> Installation:
+        """``broker.installations.add``."""
+        return self.installations.add(instance_id, **fields)
+
+    def add_installations(self, instance_ids: Iterable[str]) -> list[Installation]:
+        return self.installations.add_many(instance_ids)
+
+    def remove_installation(self, instance_id: str) -> Installation | None:
+        """``broker.installations.remove``."""
+        return self.installations.remove(instance_id)
+
+    def get_installation(self, instance_id: str) -> Installation | None:
+        return self.installations.get(instance_id)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        self.provider.close()
+        if self._owns_store:
+            self.store.close()
+
+    async def aclose(self) -> None:
+        await self._engine.aclose()
+        await self.provider.aclose()
+        if self._owns_store:
+            await self.store.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

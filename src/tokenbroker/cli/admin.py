@@ -1,0 +1,118 @@
+"""Operator commands: ``doctor``, ``backends``, ``plugins``, ``db``, ``encryption-key``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from ..backends.encrypted import EncryptedStore
+from ..broker.assemble import registry_store
+from ..core.protocols import Store
+from ..settings import Settings
+from .app import main, scrub
+
+
+@main.command()
+def backends() -> None:
+    """List the registered store URL schemes and the plugin that registered each."""
+    from ..plugins.manager import backends as registry  # noqa: PLC0415
+
+    entries = sorted(registry.entries().values(), key=lambda e: e.name)
+    width = max((len(e.name) for e in entries), default=0)
+    for entry in entries:
+        click.echo(f"{entry.name.ljust(width)}  {entry.plugin}  {entry.description}".rstrip())
+
+
+@main.command()
+@click.option(
+    "--instance", "instance_id", default=None, help="Also fetch a token for this instance."
+)
+def doctor(instance_id: str | None) -> None:
+    """Check settings, plugins, store, schema, encryption, webhooks (and a token)."""
+    from .doctor import run_checks  # noqa: PLC0415
+
+    checks = run_checks(instance_id=instance_id)
+    for check in checks:
+        mark = click.style("✓", fg="green") if check.ok else click.style("✗", fg="red")
+        click.echo(f"{mark} {check.name}: {scrub(check.detail)}")
+    if not all(check.ok for check in checks):
+        sys.exit(1)
+
+
+@main.command()
+def plugins() -> None:
+    """List the loaded plugins: entry-point name, distribution, module."""
+    from ..plugins.manager import loaded_plugins  # noqa: PLC0415
+
+    for plugin in loaded_plugins():
+        dist = plugin.distribution or "-"
+        if plugin.version:
+            dist = f"{dist} {plugin.version}"
+        state = f"  FAILED: {plugin.error}" if plugin.error else ""
+        click.echo(f"{plugin.name}\t{dist}\t{plugin.module}{state}")
+
+
+@main.group()
+def db() -> None:
+    """The store's schema: status and upgrade (SQL stores)."""
+
+
+@contextmanager
+def _store() -> Iterator[Store]:
+    store = registry_store(Settings.from_env(require_secret=False))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _sql(store: Store) -> Any:
+    from ..backends.sql import SQLStore  # noqa: PLC0415
+
+    inner = store.inner if isinstance(store, EncryptedStore) else store
+    return inner if isinstance(inner, SQLStore) else None
+
+
+@db.command("status")
+def db_status() -> None:
+    """Show the store URL and its schema version."""
+    from ..backends.sql import SCHEMA_VERSION  # noqa: PLC0415
+
+    with _store() as store:
+        sql = _sql(store)
+        click.echo(f"store: {store.url}")
+        if sql is None:
+            click.echo("schema: none (this backend keeps no schema)")
+            return
+        found = sql.schema_version()
+        state = "not created yet" if found is None else f"version {found}"
+        click.echo(f"schema: {state}; this tokenbroker writes version {SCHEMA_VERSION}")
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create the tables, or upgrade them to this tokenbroker's schema version."""
+    with _store() as store:
+        sql = _sql(store)
+        if sql is None:
+            click.echo(f"{store.url}: nothing to upgrade (this backend keeps no schema)")
+            return
+        before, after = sql.upgrade()
+        if before == after:
+            click.echo(f"{store.url}: schema version {after}, up to date")
+        elif before is None:
+            click.echo(f"{store.url}: tables created at schema version {after}")
+        else:
+            click.echo(f"{store.url}: upgraded from schema version {before} to {after}")
+
+
+@main.command("encryption-key")
+def encryption_key() -> None:
+    """Print a new Fernet key for TOKENBROKER_ENCRYPTION_KEY."""
+    from ..backends.encrypted import new_key  # noqa: PLC0415
+
+    click.echo(new_key())

@@ -1,0 +1,51 @@
+"""``tokenbroker token`` and ``tokenbroker finish-setup``: the Wix guide's steps."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .app import configured_broker, main, verbose
+
+
+@main.command()
+@click.argument("instance_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with the expiry.")
+@verbose
+def token(instance_id: str, as_json: bool) -> None:
+    """Print a valid access token for INSTANCE_ID (the raw token alone)."""
+    with configured_broker() as broker:
+        tok = broker.token(instance_id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "access_token": tok.access_token,
+                    "token_type": tok.token_type,
+                    "expires_at": tok.expires_at.isoformat(),
+                    "instance_id": tok.instance_id,
+                }
+            )
+        )
+    else:
+        click.echo(tok.access_token)
+
+
+@main.command("finish-setup")
+@click.argument("instance_id", required=False)
+@click.option(
+    "--pending", is_flag=True, help="Retry every installation whose automatic finish-setup failed."
+)
+@verbose
+def finish_setup(instance_id: str | None, pending: bool) -> None:
+    """Tell Wix that INSTANCE_ID needs no more setup (APP_FINISHED_CONFIGURATION)."""
+    if pending == (instance_id is not None):
+        raise click.UsageError("give either INSTANCE_ID or --pending")
+    with configured_broker() as broker:
+        if instance_id is not None:
+            broker.finish_setup(instance_id)
+            click.echo(f"sent APP_FINISHED_CONFIGURATION for {instance_id}")
+            return
+        done = broker.retry_pending_setup()
+    click.echo(f"sent APP_FINISHED_CONFIGURATION for {len(done)} pending installation(s)")

@@ -1,0 +1,147 @@
+"""Typed flow operations on the stores and the provider, shared by every flow.
+
+Each op calls the sync method on ``run`` and its async twin on ``arun``, on the
+``store`` (or ``provider``) of the port it is given; the ports are Protocols, so
+any object with the right attribute can drive these flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Protocol
+
+import attrs
+
+from .flow import Op
+from .installation import Installation
+from .protocols import InstallationStore, Lease, TokenProvider, TokenStore
+from .token import Token, TokenKey
+
+
+class TokenStorePort(Protocol):
+    @property
+    def store(self) -> TokenStore: ...
+
+
+class InstallationStorePort(Protocol):
+    @property
+    def store(self) -> InstallationStore: ...
+
+
+class ProviderPort(Protocol):
+    @property
+    def provider(self) -> TokenProvider: ...
+
+
+# -- tokens ------------------------------------------------------------------------
+@attrs.frozen
+class GetToken(Op["Token | None"]):
+    key: TokenKey
+
+    def run(self, port: TokenStorePort) -> Token | None:
+        return port.store.get_token(self.key)
+
+    async def arun(self, port: TokenStorePort) -> Token | None:
+        return await port.store.aget_token(self.key)
+
+
+@attrs.frozen
+class PutToken(Op[bool]):
+    token: Token
+
+    def run(self, port: TokenStorePort) -> bool:
+        return port.store.put_token(self.token)
+
+    async def arun(self, port: TokenStorePort) -> bool:
+        return await port.store.aput_token(self.token)
+
+
+@attrs.frozen
+class DeleteToken(Op[bool]):
+    key: TokenKey
+    only: str | None = None
+
+    def run(self, port: TokenStorePort) -> bool:
+        return port.store.delete_token(self.key, only=self.only)
+
+    async def arun(self, port: TokenStorePort) -> bool:
+        return await port.store.adelete_token(self.key, only=self.only)
+
+
+@attrs.frozen
+class AcquireLease(Op["Lease | None"]):
+    key: TokenKey
+    ttl: float
+
+    def run(self, port: TokenStorePort) -> Lease | None:
+        return port.store.acquire_lease(self.key, self.ttl)
+
+    async def arun(self, port: TokenStorePort) -> Lease | None:
+        return await port.store.aacquire_lease(self.key, self.ttl)
+
+
+@attrs.frozen
+class ReleaseLease(Op[bool]):
+    lease: Lease
+
+    def run(self, port: TokenStorePort) -> bool:
+        return port.store.release_lease(self.lease)
+
+    async def arun(self, port: TokenStorePort) -> bool:
+        return await port.store.arelease_lease(self.lease)
+
+
+@attrs.frozen
+class Acquire(Op[Token]):
+    """A new token from the provider."""
+
+    key: TokenKey
+
+    def run(self, port: ProviderPort) -> Token:
+        return port.provider.acquire(self.key)
+
+    async def arun(self, port: ProviderPort) -> Token:
+        return await port.provider.aacquire(self.key)
+
+
+# -- installations -------------------------------------------------------------------
+@attrs.frozen
+class GetInstallation(Op["Installation | None"]):
+    app_id: str
+    instance_id: str
+
+    def run(self, port: InstallationStorePort) -> Installation | None:
+        return port.store.get_installation(self.app_id, self.instance_id)
+
+    async def arun(self, port: InstallationStorePort) -> Installation | None:
+        return await port.store.aget_installation(self.app_id, self.instance_id)
+
+
+@attrs.frozen
+class PutInstallation(Op[bool]):
+    installation: Installation
+
+    def run(self, port: InstallationStorePort) -> bool:
+        return port.store.put_installation(self.installation)
+
+    async def arun(self, port: InstallationStorePort) -> bool:
+        return await port.store.aput_installation(self.installation)
+
+
+@attrs.frozen
+class ListInstallations(Op["list[Installation]"]):
+    """Every installation of an app; the async twin walks the store in a worker
+    thread (``iter_installations`` is sync only)."""
+
+    app_id: str
+    include_removed: bool = False
+
+    def run(self, port: InstallationStorePort) -> list[Installation]:
+        return list(self._iter(port))
+
+    async def arun(self, port: InstallationStorePort) -> list[Installation]:
+        return await asyncio.to_thread(lambda: list(self._iter(port)))
+
+    def _iter(self, port: InstallationStorePort) -> Iterator[Installation]:
+        return port.store.iter_installations(self.app_id, include_removed=self.include_removed)

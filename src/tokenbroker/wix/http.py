@@ -1,0 +1,293 @@
+"""Talking to one Wix API: HTTP clients, the retry budget and the circuit breaker.
+
+Retry budget: at most ``max_attempts`` requests (default 3) per call. 5xx, 408,
+timeouts and connection errors are retried after a full-jitter exponential
+backoff: a random wait of up to 0.25 s, doubling with each attempt, never above
+4 s (with 3 attempts: at most 0.25 s, then at most 0.5 s). A 429 is retried
+after its ``Retry-After`` when that is at most 10 s (after the backoff when it
+has none); a longer wait, or a 429 on the last attempt, raises ``RateLimited``
+carrying the wait. Every other 4xx, 401/403 included, is never retried.
+
+Circuit breaker: on top of that budget, each provider (one app, one API URL)
+has one ``CircuitBreaker`` shared by all its endpoints, so an outage does not
+become a retry storm. 5 consecutive transient failures (5xx, 408, timeouts,
+connection errors) open it; any other answer, 429 and 401 included, shows the
+API is up and resets the count. While it is open every call raises
+``TransientProviderError`` ("... circuit open after N consecutive failures;
+retrying in Ns", ``status`` ``None``) without sending anything, and a call whose
+failure opened it stops retrying there. After a 15 s cooldown a single trial
+request goes through while the others are still refused (a token fetched by
+that request's own auth counts as part of the trial): an answer closes the
+circuit and resets the cooldown, a failure re-opens it with the cooldown
+doubled (30 s, 60 s, ... at most 300 s). A cancelled trial frees its slot at
+once; one that never reports is given up after 60 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import random
+import threading
+import weakref
+from collections.abc import Callable
+from contextlib import suppress
+from contextvars import ContextVar
+from typing import Final, Protocol
+
+import attrs
+import httpx2
+
+from ..core.breaker import CircuitBreaker, CircuitState, Permit
+from ..core.clock import Clock
+from ..core.errors import ProviderError, RateLimited, TransientProviderError
+from ..core.flow import Flow, Op, Sleep
+from .errors import classify
+from .facts import USER_AGENT
+
+log = logging.getLogger("tokenbroker.wix")
+
+_NO_ANSWER: Final = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+
+# The trial permit a half-open breaker gave to the request now being sent in this
+# context. Sending a BI event or an instance lookup runs the caller's auth, which
+# may itself fetch a token from this provider: that nested request belongs to the
+# trial. Refusing it would fail the trial without asking Wix, every time.
+_TRIAL: ContextVar[tuple[CircuitBreaker, Permit] | None] = ContextVar(
+    "tokenbroker_wix_trial", default=None
+)
+
+
+@attrs.frozen
+class RetryBudget:
+    max_attempts: int = 3
+    backoff_base: float = 0.25
+    backoff_max: float = 4.0
+    max_retry_after: float = 10.0
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter (AWS architecture blog): uniform in [0, base * 2**attempt]."""
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))  # noqa: S311
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait, from ``Retry-After`` as seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            return None
+        seconds = moment.timestamp() - now
+    if not math.isfinite(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+class HttpPort(Protocol):
+    """What ``Send`` needs: a shared sync client and the running loop's async one."""
+
+    @property
+    def client(self) -> httpx2.Client: ...
+
+    @property
+    def aclient(self) -> httpx2.AsyncClient: ...
+
+
+@attrs.frozen
+class Send(Op[httpx2.Response]):
+    request: httpx2.Request
+    auth: httpx2.Auth | None = None
+
+    def run(self, port: HttpPort) -> httpx2.Response:
+        return port.client.send(self.request, auth=self.auth)
+
+    async def arun(self, port: HttpPort) -> httpx2.Response:
+        return await port.aclient.send(self.request, auth=self.auth)
+
+
+class WixHttp:
+    """Sends requests to one Wix API within the retry budget and the breaker.
+
+    Thread-safe and usable from several event loops: the sync client is shared,
+    and each event loop gets its own async client. It is its own ``HttpPort``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        clock: Clock,
+        retry: RetryBudget,
+        breaker: CircuitBreaker,
+        timeout: float,
+        transport: httpx2.BaseTransport | httpx2.AsyncBaseTransport | None,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self.api_url = api_url
+        self.retry = retry
+        self.breaker = breaker
+        self._clock = clock
+        self._scrub = scrub
+        self._timeout = httpx2.Timeout(timeout)
+        self._transport = transport
+        self._client: httpx2.Client | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    # -- clients --------------------------------------------------------------
+    @property
+    def client(self) -> httpx2.Client:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx2.Client(
+                        timeout=self._timeout,
+                        transport=self._transport,  # type: ignore[arg-type]
+                        headers={"User-Agent": USER_AGENT},
+                    )
+                client = self._client
+        return client
+
+    @property
+    def aclient(self) -> httpx2.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = httpx2.AsyncClient(
+                timeout=self._timeout,
+                transport=self._transport,  # type: ignore[arg-type]
+                headers={"User-Agent": USER_AGENT},
+            )
+            self._aclients[loop] = client
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose_loop_client(self) -> None:
+        """Close the running loop's async client (before that loop ends)."""
+        client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    async def aclose(self) -> None:
+        await self.aclose_loop_client()
+        self.close()
+
+    # -- the decision core ----------------------------------------------------
+    def request_flow(
+        self, request: httpx2.Request, what: str, auth: httpx2.Auth | None = None
+    ) -> Flow[httpx2.Response]:
+        """Send ``request`` within the retry budget and the breaker; return a 2xx response."""
+        budget = self.retry
+        breaker = self.breaker
+        for attempt in range(budget.max_attempts):
+            last = attempt == budget.max_attempts - 1
+            permit = self._admit(what)
+            scope = _TRIAL.set((breaker, permit)) if permit.trial else None
+            try:
+                response: httpx2.Response | None = yield from Send(request, auth)
+            except _NO_ANSWER as exc:
+                response, no_answer = None, type(exc).__name__
+            except BaseException:
+                breaker.release(permit)  # cancelled, or failed on our side: no verdict
+                raise
+            finally:
+                if scope is not None:
+                    with suppress(ValueError):  # closed from another context: nothing to undo
+                        _TRIAL.reset(scope)
+            if response is None:
+                self._record(permit, failed=True)
+                if breaker.state is not CircuitState.CLOSED:
+                    raise self._circuit_open(what, f"no answer: {no_answer}")
+                if last:
+                    raise TransientProviderError(
+                        f"{what}: no answer from {self.api_url} after {budget.max_attempts} "
+                        f"attempt(s): {no_answer}"
+                    )
+                yield from Sleep(budget.backoff(attempt))
+                continue
+            if response.is_success:
+                self._record(permit, failed=False)
+                return response
+            error = classify(response, what, self._scrub)
+            transient = isinstance(error, TransientProviderError)
+            self._record(permit, failed=transient)
+            if transient and breaker.state is not CircuitState.CLOSED:
+                reason = str(error).removeprefix(f"{what}: ")
+                raise self._circuit_open(what, reason) from error
+            if isinstance(error, RateLimited):
+                wait = parse_retry_after(response.headers.get("Retry-After"), self._clock.time())
+                error.retry_after = wait
+                if last or (wait is not None and wait > budget.max_retry_after):
+                    raise error
+                yield from Sleep(wait if wait is not None else budget.backoff(attempt))
+                continue
+            if transient and not last:
+                yield from Sleep(budget.backoff(attempt))
+                continue
+            raise error
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _admit(self, what: str) -> Permit:
+        held = _TRIAL.get()
+        if held is not None and held[0] is self.breaker and self.breaker.holds(held[1]):
+            return held[1]
+        permit = self.breaker.allow()
+        if permit is None:
+            raise self._circuit_open(what)
+        if permit.trial:
+            log.info("Wix API circuit half-open: sending one trial request (%s)", what)
+        return permit
+
+    def _record(self, permit: Permit, *, failed: bool) -> None:
+        breaker = self.breaker
+        if failed:
+            if breaker.record_failure(permit):
+                log.warning(
+                    "Wix API circuit opened after %d consecutive failures; "
+                    "requests to %s refused for %gs",
+                    breaker.failures,
+                    self.api_url,
+                    breaker.current_cooldown,
+                )
+        elif breaker.record_success(permit):
+            log.info("Wix API circuit closed: %s answered again", self.api_url)
+
+    def _circuit_open(self, what: str, reason: str | None = None) -> TransientProviderError:
+        breaker = self.breaker
+        failures = breaker.failures
+        if breaker.state is CircuitState.HALF_OPEN:
+            when = "a trial request is under way"
+        else:
+            when = f"retrying in {math.ceil(breaker.retry_in())}s"
+        message = f"{what}: Wix API circuit open after {failures} consecutive failures; {when}"
+        if reason:
+            message += f" (last failure: {reason})"
+        return TransientProviderError(message, status=None)
+
+
+def json_object(response: httpx2.Response, what: str) -> dict[str, object]:
+    """The answer's JSON object, or a ``ProviderError`` naming ``what``."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ProviderError(f"{what}: Wix answered with a body that is not a JSON object")
+    return body

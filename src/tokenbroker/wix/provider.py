@@ -1,0 +1,174 @@
+"""The Wix provider: Create Access Token with the client-credentials grant.
+
+``POST {api}/oauth2/token`` with a JSON body ``{"grant_type":
+"client_credentials", "client_id", "client_secret", "instance_id"}``; the answer
+is ``{"access_token", "token_type", "expires_in"}``, parsed strictly. Requests go
+through ``WixHttp`` (retry budget and circuit breaker, see ``tokenbroker.wix.http``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Final
+
+import httpx2
+
+from ..core.breaker import CircuitBreaker
+from ..core.clock import to_datetime
+from ..core.errors import ConfigError, ProviderError
+from ..core.flow import Flow, run_async, run_sync
+from ..core.protocols import ProviderConfig
+from ..core.token import Token, TokenKey
+from . import apps
+from .facts import TOKEN_PATH, validate_api_url
+from .http import RetryBudget, WixHttp
+
+_TOKEN_CHARS: Final = re.compile(r"[\x21-\x7e]+")
+_MAX_MESSAGE: Final = 300
+
+
+class WixProvider:
+    """Gets Wix access tokens, and calls the app APIs that take an instance's token.
+
+    Thread-safe and usable from several event loops (see ``WixHttp``).
+    """
+
+    name = "wix"
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        retry: RetryBudget | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.app_id = config.app_id
+        self._secret = config.app_secret
+        self.api_url = validate_api_url(config.api_url)
+        self._clock = config.clock
+        self.http = WixHttp(
+            api_url=self.api_url,
+            clock=config.clock,
+            retry=retry or RetryBudget(max_attempts=max(1, config.max_attempts)),
+            breaker=breaker if breaker is not None else CircuitBreaker(clock=config.clock),
+            timeout=config.timeout,
+            transport=config.transport,
+            scrub=self._scrub,
+        )
+
+    def __repr__(self) -> str:
+        return f"WixProvider(app_id={self.app_id!r}, api_url={self.api_url!r})"
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker guarding every request this provider sends."""
+        return self.http.breaker
+
+    @property
+    def client(self) -> httpx2.Client:
+        return self.http.client
+
+    @property
+    def aclient(self) -> httpx2.AsyncClient:
+        return self.http.aclient
+
+    def close(self) -> None:
+        self.http.close()
+
+    async def aclose_loop_client(self) -> None:
+        """Close the running loop's async client (before that loop ends)."""
+        await self.http.aclose_loop_client()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- the decision core ----------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        secret = self._secret.reveal()
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+        return text[:_MAX_MESSAGE]
+
+    def _token_request(self, key: TokenKey) -> httpx2.Request:
+        if key.app_id != self.app_id:
+            raise ConfigError(f"this provider serves app {self.app_id!r}, not {key.app_id!r}")
+        return httpx2.Request(
+            "POST",
+            self.api_url + TOKEN_PATH,
+            json={
+                "grant_type": "client_credentials",
+                "client_id": self.app_id,
+                "client_secret": self._secret.reveal(),
+                "instance_id": key.instance_id,
+            },
+        )
+
+    def _token_flow(self, key: TokenKey) -> Flow[Token]:
+        obtained = self._clock.time()  # counted from before the request: errs early
+        response = yield from self.http.request_flow(
+            self._token_request(key), "Create Access Token"
+        )
+        return self.parse_token(key, response, obtained)
+
+    def parse_token(self, key: TokenKey, response: httpx2.Response, obtained: float) -> Token:
+        """Strictly parse a Create Access Token answer; anything odd is a ProviderError."""
+
+        def bad(why: str) -> ProviderError:
+            return ProviderError(
+                f"Create Access Token: Wix answered {response.status_code} with {why}",
+                status=response.status_code,
+            )
+
+        try:
+            body = response.json()
+        except ValueError:
+            raise bad("a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise bad(f"JSON {type(body).__name__}, not an object")
+        access_token = body.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise bad("no access_token string")
+        if not _TOKEN_CHARS.fullmatch(access_token):
+            raise bad("an access_token containing whitespace or control characters")
+        token_type = body.get("token_type", "Bearer")
+        if not isinstance(token_type, str) or not token_type:
+            raise bad("a token_type that is not a string")
+        expires_in = body.get("expires_in")
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+            raise bad("no numeric expires_in")
+        if not math.isfinite(expires_in) or expires_in <= 0:
+            raise bad(f"a non-positive expires_in ({expires_in!r})")
+        return Token(
+            key=key,
+            access_token=access_token,
+            token_type=token_type,
+            expires_at=to_datetime(obtained + float(expires_in)),
+            obtained_at=to_datetime(obtained),
+        )
+
+    # -- TokenProvider ----------------------------------------------------------
+    def acquire(self, key: TokenKey) -> Token:
+        return run_sync(self._token_flow(key), self.http)
+
+    async def aacquire(self, key: TokenKey) -> Token:
+        return await run_async(self._token_flow(key), self.http)
+
+    # -- the app APIs (see tokenbroker.wix.apps) ----------------------------------
+    def send_finished_configuration(self, auth: httpx2.Auth) -> None:
+        """Send Wix the ``APP_FINISHED_CONFIGURATION`` BI event."""
+        run_sync(apps.finished_configuration_flow(self.http, auth), self.http)
+
+    async def asend_finished_configuration(self, auth: httpx2.Auth) -> None:
+        await run_async(apps.finished_configuration_flow(self.http, auth), self.http)
+
+    def get_app_instance(self, auth: httpx2.Auth) -> dict[str, Any]:
+        """Wix's Get App Instance, authorised by ``auth``."""
+        return run_sync(apps.app_instance_flow(self.http, auth), self.http)
+
+    async def aget_app_instance(self, auth: httpx2.Auth) -> dict[str, Any]:
+        return await run_async(apps.app_instance_flow(self.http, auth), self.http)
+
+
+def wix_provider(config: ProviderConfig) -> WixProvider:
+    return WixProvider(config)
