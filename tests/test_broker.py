@@ -172,7 +172,9 @@ class TestAuth:
     ) -> None:
         old = await broker.atoken(INSTANCE)
         wix_emulator.revoke(old.access_token)
-        async with httpx2.AsyncClient(base_url=wix_emulator.url, auth=broker.auth(INSTANCE)) as http:
+        async with httpx2.AsyncClient(
+            base_url=wix_emulator.url, auth=broker.auth(INSTANCE)
+        ) as http:
             response = await http.get("/apps/v1/instance")
         assert response.status_code == 200
         assert response.json()["instance"]["instanceId"] == INSTANCE

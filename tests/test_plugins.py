@@ -63,8 +63,7 @@ class TestRegistration:
 
 class TestProviders:
     def test_a_plugin_can_register_a_provider_used_by_name(self) -> None:
-        from tokenbroker import TokenBroker
-        from tokenbroker import ProviderConfig
+        from tokenbroker import ProviderConfig, TokenBroker
         from tokenbroker.plugins.registry import RegisterProvider
         from tokenbroker.wix.provider import WixProvider
 

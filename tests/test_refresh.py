@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from tokenbroker import ManualClock, TokenBroker
-from tokenbroker.cli import main, parse_duration
 from tokenbroker.broker.refresh import RefreshResult
+from tokenbroker.cli import main, parse_duration
 from tokenbroker.testing.emulator import WixEmulator
 
 from .conftest import APP_ID, APP_SECRET

@@ -16,11 +16,11 @@ import httpx2
 import pytest
 
 from tokenbroker import InstallationStatus, TokenBroker, hookimpl
-from tokenbroker.wix.webhooks.events import AppInstalled, WebhookEvent
 from tokenbroker.plugins import plugin_manager, reset_plugins
+from tokenbroker.service.app import create_app
 from tokenbroker.testing.emulator import WixEmulator
 from tokenbroker.testing.webhooks import forge_hs256, forge_none, make_key_pair, sign_webhook
-from tokenbroker.service.app import create_app
+from tokenbroker.wix.webhooks.events import AppInstalled, WebhookEvent
 
 from .conftest import APP_ID, APP_SECRET
 from .webhook_helpers import running, wait_until

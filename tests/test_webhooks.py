@@ -17,14 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tokenbroker.core.clock import ManualClock
 from tokenbroker.core.errors import ConfigError, TokenBrokerError
-from tokenbroker.wix.webhooks.events import (
-    AppInstalled,
-    AppRemoved,
-    PaidPlanAutoRenewalCancelled,
-    PaidPlanChanged,
-    PaidPlanPurchased,
-    WebhookEvent,
-)
 from tokenbroker.testing.webhooks import (
     forge_hs256,
     forge_none,
@@ -32,6 +24,14 @@ from tokenbroker.testing.webhooks import (
     sign_claims,
     sign_webhook,
     webhook_claims,
+)
+from tokenbroker.wix.webhooks.events import (
+    AppInstalled,
+    AppRemoved,
+    PaidPlanAutoRenewalCancelled,
+    PaidPlanChanged,
+    PaidPlanPurchased,
+    WebhookEvent,
 )
 from tokenbroker.wix.webhooks.verify import WebhookRejected, WebhookVerifier, load_public_key
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tokenbroker.testing import pytest_plugin
@@ -49,8 +49,8 @@ def emulator(clock: FakeClock) -> Iterator[WixEmulator]:
 
 
 @pytest.fixture
-def client(emulator: WixEmulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.url, timeout=10) as c:
+def client(emulator: WixEmulator) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=emulator.url, timeout=10) as c:
         yield c
 
 
@@ -65,11 +65,11 @@ def token_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def request_token(client: httpx.Client, **overrides: Any) -> httpx.Response:
+def request_token(client: httpx2.Client, **overrides: Any) -> httpx2.Response:
     return client.post("/oauth2/token", json=token_body(**overrides))
 
 
-def get_token(client: httpx.Client, instance_id: str = INSTANCE) -> str:
+def get_token(client: httpx2.Client, instance_id: str = INSTANCE) -> str:
     response = request_token(client, instance_id=instance_id)
     assert response.status_code == 200, response.text
     token = response.json()["access_token"]
@@ -78,14 +78,14 @@ def get_token(client: httpx.Client, instance_id: str = INSTANCE) -> str:
 
 
 def send_bi_event(
-    client: httpx.Client, authorization: str, event: str = "APP_FINISHED_CONFIGURATION"
-) -> httpx.Response:
+    client: httpx2.Client, authorization: str, event: str = "APP_FINISHED_CONFIGURATION"
+) -> httpx2.Response:
     return client.post(
         "/apps/v1/bi-event", json={"eventName": event}, headers={"Authorization": authorization}
     )
 
 
-def assert_wix_error(response: httpx.Response, status: int, code: str | None = None) -> None:
+def assert_wix_error(response: httpx2.Response, status: int, code: str | None = None) -> None:
     """Wix's standard error shape: message plus details.applicationError."""
     assert response.status_code == status, response.text
     body = response.json()
@@ -96,16 +96,16 @@ def assert_wix_error(response: httpx.Response, status: int, code: str | None = N
         assert application_error["code"] == code
 
 
-def token_from_new_client(emulator: WixEmulator) -> httpx.Response:
+def token_from_new_client(emulator: WixEmulator) -> httpx2.Response:
     """One token request on its own connection, as a separate process would make it."""
-    with httpx.Client(base_url=emulator.url, timeout=30) as c:
+    with httpx2.Client(base_url=emulator.url, timeout=30) as c:
         return request_token(c)
 
 
-def run_concurrently(count: int, work: Callable[[], httpx.Response]) -> list[httpx.Response]:
+def run_concurrently(count: int, work: Callable[[], httpx2.Response]) -> list[httpx2.Response]:
     """Run ``work`` on ``count`` threads released together; return every response."""
     barrier = threading.Barrier(count)
-    results: list[httpx.Response] = []
+    results: list[httpx2.Response] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
@@ -131,7 +131,7 @@ def run_concurrently(count: int, work: Callable[[], httpx.Response]) -> list[htt
 
 class TestCreateAccessToken:
     def test_installed_instance_gets_raw_bearer_token_with_lifetime(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         response = request_token(client)
 
@@ -145,7 +145,7 @@ class TestCreateAccessToken:
         assert emulator.issued_tokens_for(INSTANCE) == [body["access_token"]]
 
     def test_each_request_gets_a_new_token(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         first, second = get_token(client), get_token(client)
 
@@ -153,7 +153,7 @@ class TestCreateAccessToken:
         assert emulator.issued_tokens_for(INSTANCE) == [first, second]
 
     def test_token_lifetime_set_at_runtime_applies_to_new_tokens(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.token_lifetime = 60
 
@@ -165,21 +165,21 @@ class TestCreateAccessToken:
         ids=["wrong-secret", "wrong-app-id"],
     )
     def test_wrong_credentials_are_401_invalid_client(
-        self, client: httpx.Client, overrides: dict[str, str]
+        self, client: httpx2.Client, overrides: dict[str, str]
     ) -> None:
         response = request_token(client, **overrides)
 
         assert_wix_error(response, 401, "INVALID_CLIENT")
         assert response.json()["message"] == "Invalid client credentials"
 
-    def test_unknown_instance_is_400_app_not_installed(self, client: httpx.Client) -> None:
+    def test_unknown_instance_is_400_app_not_installed(self, client: httpx2.Client) -> None:
         response = request_token(client, instance_id="never-installed")
 
         assert_wix_error(response, 400, "APP_NOT_INSTALLED")
         assert response.json()["message"] == "App is not installed on this instance"
 
     def test_uninstalled_instance_is_400_app_not_installed(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.uninstall(INSTANCE)
 
@@ -187,37 +187,37 @@ class TestCreateAccessToken:
         assert emulator.installed == frozenset()
 
     def test_reinstalled_instance_gets_tokens_again(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.uninstall(INSTANCE)
         emulator.install(INSTANCE)
 
         assert request_token(client).status_code == 200
 
-    def test_body_that_is_not_declared_json_is_400(self, client: httpx.Client) -> None:
+    def test_body_that_is_not_declared_json_is_400(self, client: httpx2.Client) -> None:
         response = client.post(
             "/oauth2/token",
-            content=httpx.Request("POST", "/", json=token_body()).content,
+            content=httpx2.Request("POST", "/", json=token_body()).content,
             headers={"Content-Type": "text/plain"},
         )
 
         assert_wix_error(response, 400)
 
-    def test_form_encoded_body_is_400(self, client: httpx.Client) -> None:
+    def test_form_encoded_body_is_400(self, client: httpx2.Client) -> None:
         response = client.post("/oauth2/token", data=token_body())
 
         assert_wix_error(response, 400)
 
-    def test_json_content_type_with_charset_is_accepted(self, client: httpx.Client) -> None:
+    def test_json_content_type_with_charset_is_accepted(self, client: httpx2.Client) -> None:
         response = client.post(
             "/oauth2/token",
-            content=httpx.Request("POST", "/", json=token_body()).content,
+            content=httpx2.Request("POST", "/", json=token_body()).content,
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
 
         assert response.status_code == 200
 
-    def test_camel_case_field_names_are_rejected(self, client: httpx.Client) -> None:
+    def test_camel_case_field_names_are_rejected(self, client: httpx2.Client) -> None:
         camel = {
             "grantType": "client_credentials",
             "clientId": APP_ID,
@@ -239,14 +239,14 @@ class TestCreateAccessToken:
         ],
         ids=["malformed", "array", "string", "missing-fields", "non-string-field"],
     )
-    def test_malformed_request_bodies_are_400(self, client: httpx.Client, content: bytes) -> None:
+    def test_malformed_request_bodies_are_400(self, client: httpx2.Client, content: bytes) -> None:
         response = client.post(
             "/oauth2/token", content=content, headers={"Content-Type": "application/json"}
         )
 
         assert_wix_error(response, 400)
 
-    def test_other_grant_type_is_400(self, client: httpx.Client) -> None:
+    def test_other_grant_type_is_400(self, client: httpx2.Client) -> None:
         response = request_token(client, grant_type="authorization_code")
 
         assert_wix_error(response, 400, "UNSUPPORTED_GRANT_TYPE")
@@ -254,7 +254,7 @@ class TestCreateAccessToken:
 
 class TestAuthorization:
     def test_bi_event_with_raw_token_is_accepted_and_recorded(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         response = send_bi_event(client, get_token(client))
 
@@ -263,7 +263,7 @@ class TestAuthorization:
         assert emulator.bi_events == [(INSTANCE, "APP_FINISHED_CONFIGURATION")]
 
     def test_bearer_prefix_is_401_and_not_recorded(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         response = send_bi_event(client, f"Bearer {get_token(client)}")
 
@@ -271,16 +271,16 @@ class TestAuthorization:
         assert response.json()["message"] == "Unauthorized"
         assert emulator.bi_events == []
 
-    def test_missing_authorization_is_401(self, client: httpx.Client) -> None:
+    def test_missing_authorization_is_401(self, client: httpx2.Client) -> None:
         response = client.post("/apps/v1/bi-event", json={"eventName": "x"})
 
         assert_wix_error(response, 401)
 
-    def test_unknown_token_is_401(self, client: httpx.Client) -> None:
+    def test_unknown_token_is_401(self, client: httpx2.Client) -> None:
         assert_wix_error(send_bi_event(client, "OAUTH2.made-up"), 401)
 
     def test_token_is_valid_until_its_lifetime_ends(
-        self, clock: FakeClock, client: httpx.Client
+        self, clock: FakeClock, client: httpx2.Client
     ) -> None:
         token = get_token(client)
 
@@ -291,7 +291,7 @@ class TestAuthorization:
         assert_wix_error(client.get("/apps/v1/instance", headers={"Authorization": token}), 401)
 
     def test_revoked_token_is_401_while_others_stay_valid(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         revoked, kept = get_token(client), get_token(client)
 
@@ -301,7 +301,7 @@ class TestAuthorization:
         assert send_bi_event(client, kept).status_code == 200
 
     def test_revoke_instance_revokes_its_tokens_but_keeps_it_installed(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.install("inst-2")
         old, other = get_token(client), get_token(client, "inst-2")
@@ -312,7 +312,7 @@ class TestAuthorization:
         assert send_bi_event(client, other).status_code == 200
         assert send_bi_event(client, get_token(client)).status_code == 200
 
-    def test_uninstall_revokes_tokens(self, emulator: WixEmulator, client: httpx.Client) -> None:
+    def test_uninstall_revokes_tokens(self, emulator: WixEmulator, client: httpx2.Client) -> None:
         token = get_token(client)
 
         emulator.uninstall(INSTANCE)
@@ -326,7 +326,7 @@ class TestAuthorization:
         ids=["other-event", "no-event", "malformed", "array"],
     )
     def test_bi_event_other_than_finished_configuration_is_400(
-        self, emulator: WixEmulator, client: httpx.Client, content: bytes
+        self, emulator: WixEmulator, client: httpx2.Client, content: bytes
     ) -> None:
         response = client.post(
             "/apps/v1/bi-event",
@@ -338,7 +338,7 @@ class TestAuthorization:
         assert emulator.bi_events == []
 
     def test_instance_endpoint_describes_the_tokens_installation(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.install(
             "inst-2", app_name="Bookings", site_id="site-42", site_display_name="Bob's Boats"
@@ -359,7 +359,7 @@ class TestAuthorization:
             "site": {"siteId": "site-42", "siteDisplayName": "Bob's Boats", "locale": "en"},
         }
 
-    def test_default_site_id_is_stable_per_instance(self, client: httpx.Client) -> None:
+    def test_default_site_id_is_stable_per_instance(self, client: httpx2.Client) -> None:
         token = get_token(client)
 
         def site_id() -> str:
@@ -370,12 +370,12 @@ class TestAuthorization:
 
         assert site_id() == site_id() != ""
 
-    def test_instance_endpoint_requires_a_token(self, client: httpx.Client) -> None:
+    def test_instance_endpoint_requires_a_token(self, client: httpx2.Client) -> None:
         assert_wix_error(client.get("/apps/v1/instance"), 401)
 
 
 class TestRouting:
-    def test_unknown_path_is_404_in_wix_shape(self, client: httpx.Client) -> None:
+    def test_unknown_path_is_404_in_wix_shape(self, client: httpx2.Client) -> None:
         assert_wix_error(client.get("/oauth/access"), 404, "NOT_FOUND")
 
     @pytest.mark.parametrize(
@@ -387,20 +387,20 @@ class TestRouting:
         ],
     )
     def test_wrong_method_is_405_naming_the_allowed_one(
-        self, client: httpx.Client, method: str, path: str, allowed: str
+        self, client: httpx2.Client, method: str, path: str, allowed: str
     ) -> None:
         response = client.request(method, path)
 
         assert_wix_error(response, 405, "METHOD_NOT_ALLOWED")
         assert response.headers["allow"] == allowed
 
-    def test_query_string_does_not_change_routing(self, client: httpx.Client) -> None:
+    def test_query_string_does_not_change_routing(self, client: httpx2.Client) -> None:
         response = client.post("/oauth2/token?trace=1", json=token_body())
 
         assert response.status_code == 200
 
     def test_one_keep_alive_connection_serves_successive_answers(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.garbage_next()
         responses = [
@@ -418,8 +418,8 @@ class TestRouting:
         }
         assert len(local_ports) == 1
 
-    def test_chunked_request_body_is_read(self, client: httpx.Client) -> None:
-        payload = httpx.Request("POST", "/", json=token_body()).content
+    def test_chunked_request_body_is_read(self, client: httpx2.Client) -> None:
+        payload = httpx2.Request("POST", "/", json=token_body()).content
 
         response = client.post(
             "/oauth2/token",
@@ -432,7 +432,7 @@ class TestRouting:
 
 class TestFaultInjection:
     def test_fail_next_answers_wix_error_once_then_normal(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.fail_next(503)
 
@@ -440,7 +440,7 @@ class TestFaultInjection:
         assert request_token(client).status_code == 200
 
     def test_fail_next_times_repeats_the_fault(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.fail_next(500, times=2)
 
@@ -449,7 +449,7 @@ class TestFaultInjection:
         assert statuses == [500, 500, 200]
 
     def test_fail_next_sends_custom_body_and_headers(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.fail_next(502, body={"oops": True}, headers={"X-Upstream": "gone"})
         emulator.fail_next(400, body="plain words", headers={"Content-Type": "text/x-words"})
@@ -464,7 +464,7 @@ class TestFaultInjection:
         assert (raw.status_code, raw.json()) == (200, {"access_token": 1})
 
     def test_garbage_next_answers_non_json(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.garbage_next(status=502, body=b"<h1>Bad gateway</h1>")
 
@@ -475,7 +475,7 @@ class TestFaultInjection:
             response.json()
 
     def test_rate_limit_next_sends_429_with_retry_after(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.rate_limit_next(3)
         emulator.rate_limit_next(0.5)
@@ -494,21 +494,21 @@ class TestFaultInjection:
     ) -> None:
         emulator.hang_next(60)
 
-        with httpx.Client(base_url=emulator.url, timeout=0.2) as impatient:
-            with pytest.raises(httpx.ReadTimeout):
+        with httpx2.Client(base_url=emulator.url, timeout=0.2) as impatient:
+            with pytest.raises(httpx2.ReadTimeout):
                 request_token(impatient)
             assert request_token(impatient).status_code == 200
         # Teardown stops the emulator while the hung request still waits: stop() wakes it.
 
     def test_hang_next_answers_normally_once_it_has_waited(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.hang_next(0.01)
 
         assert request_token(client).status_code == 200
 
     def test_faults_of_every_kind_are_consumed_in_order(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.fail_next(500)
         emulator.hang_next(0)
@@ -523,7 +523,7 @@ class TestFaultInjection:
         assert responses[4].json()["token_type"] == "Bearer"
 
     def test_faults_apply_only_to_their_endpoint(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.fail_next(500, endpoint="apps/v1/bi-event")
 
@@ -533,7 +533,7 @@ class TestFaultInjection:
         assert emulator.bi_events == [(INSTANCE, "APP_FINISHED_CONFIGURATION")]
 
     def test_clear_faults_drops_queued_faults(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.fail_next(500, times=3)
 
@@ -569,7 +569,7 @@ class TestFaultInjection:
 
 class TestObservation:
     def test_calls_count_every_request_including_failed_and_injected(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.fail_next(500)
         request_token(client)
@@ -582,7 +582,7 @@ class TestObservation:
         assert emulator.calls == {"oauth2/token": 3, "apps/v1/bi-event": 1, "apps/v1/instance": 2}
         assert emulator.token_requests == 3
 
-    def test_calls_is_a_snapshot(self, emulator: WixEmulator, client: httpx.Client) -> None:
+    def test_calls_is_a_snapshot(self, emulator: WixEmulator, client: httpx2.Client) -> None:
         snapshot = emulator.calls
         request_token(client)
 
@@ -590,7 +590,7 @@ class TestObservation:
         assert emulator.calls["oauth2/token"] == 1
 
     def test_reset_counters_forgets_calls_peak_and_events_but_not_tokens(
-        self, emulator: WixEmulator, client: httpx.Client
+        self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         token = get_token(client)
         send_bi_event(client, token)
@@ -606,7 +606,7 @@ class TestObservation:
 
     def test_paused_requests_are_all_in_flight_at_once(self, emulator: WixEmulator) -> None:
         emulator.pause()
-        outcome: list[list[httpx.Response]] = []
+        outcome: list[list[httpx2.Response]] = []
 
         def ten_clients() -> None:
             outcome.append(run_concurrently(10, lambda: token_from_new_client(emulator)))
@@ -638,7 +638,7 @@ class TestObservation:
         assert len(emulator.issued_tokens_for(INSTANCE)) == 50
 
     def test_secrets_and_tokens_stay_out_of_logs_and_repr(
-        self, emulator: WixEmulator, client: httpx.Client, caplog: pytest.LogCaptureFixture
+        self, emulator: WixEmulator, client: httpx2.Client, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.DEBUG, logger="tokenbroker.emulator")
 
@@ -676,7 +676,7 @@ class TestLifecycle:
         emu = WixEmulator()
         emu.install(INSTANCE)
         emu.start()
-        client = httpx.Client(base_url=emu.url, timeout=10)
+        client = httpx2.Client(base_url=emu.url, timeout=10)
         response = client.post(
             "/oauth2/token",
             json=token_body(client_id="demo-app-id", client_secret="demo-app-secret"),
@@ -686,7 +686,7 @@ class TestLifecycle:
         # The client still holds its pooled connection open; stop() must not wait on it.
         emu.stop()
 
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(httpx2.TransportError):
             client.post("/oauth2/token", json=token_body())
         client.close()
 
@@ -698,8 +698,8 @@ class TestLifecycle:
 
         def held_request() -> None:
             try:
-                httpx.post(f"{emu.url}/oauth2/token", json={}, timeout=30)
-            except httpx.TransportError as exc:
+                httpx2.post(f"{emu.url}/oauth2/token", json={}, timeout=30)
+            except httpx2.TransportError as exc:
                 errors.append(exc)
 
         thread = threading.Thread(target=held_request)
@@ -715,9 +715,9 @@ class TestLifecycle:
     def test_restart_keeps_installations_and_tokens(self) -> None:
         emu = WixEmulator(APP_ID, APP_SECRET)
         emu.install(INSTANCE)
-        with emu, httpx.Client(base_url=emu.url) as c:
+        with emu, httpx2.Client(base_url=emu.url) as c:
             token = get_token(c)
-        with emu, httpx.Client(base_url=emu.url) as c:
+        with emu, httpx2.Client(base_url=emu.url) as c:
             assert send_bi_event(c, token).status_code == 200
 
     def test_serve_forever_returns_when_stopped_from_another_thread(self) -> None:
@@ -741,7 +741,7 @@ class TestLifecycle:
 
 class TestPytestPlugin:
     def test_fixture_serves_test_app_with_inst_1_installed(self, wix_emulator: WixEmulator) -> None:
-        with httpx.Client(base_url=wix_emulator.url) as c:
+        with httpx2.Client(base_url=wix_emulator.url) as c:
             response = request_token(
                 c, client_id="test-app-id", client_secret="test-app-secret", instance_id="inst-1"
             )

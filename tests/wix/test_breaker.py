@@ -14,6 +14,7 @@ from tokenbroker import (
     ConfigError,
     InvalidCredentials,
     ManualClock,
+    ProviderConfig,
     ProviderError,
     RateLimited,
     Secret,
@@ -21,7 +22,6 @@ from tokenbroker import (
     TransientProviderError,
 )
 from tokenbroker.core.breaker import CircuitBreaker, CircuitState, Permit
-from tokenbroker import ProviderConfig
 from tokenbroker.wix import RetryBudget, WixProvider
 
 T0 = 1_800_000_000.0

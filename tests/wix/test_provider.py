@@ -12,6 +12,7 @@ from tokenbroker import (
     InstanceNotInstalled,
     InvalidCredentials,
     ManualClock,
+    ProviderConfig,
     ProviderError,
     RateLimited,
     Secret,
@@ -19,7 +20,6 @@ from tokenbroker import (
     TransientProviderError,
 )
 from tokenbroker.core.clock import to_datetime
-from tokenbroker import ProviderConfig
 from tokenbroker.wix import RetryBudget, WixProvider, parse_retry_after
 
 SECRET = "s3cr3t-value-never-shown"
@@ -184,7 +184,11 @@ class TestRetries:
 
     @pytest.mark.parametrize(
         "failure",
-        [httpx2.ReadTimeout("slow"), httpx2.ConnectError("refused"), httpx2.RemoteProtocolError("x")],
+        [
+            httpx2.ReadTimeout("slow"),
+            httpx2.ConnectError("refused"),
+            httpx2.RemoteProtocolError("x"),
+        ],
     )
     def test_timeouts_and_connection_errors_are_retried_then_transient(
         self, failure: Exception
@@ -260,7 +264,9 @@ class TestNoSecretInErrors:
             httpx2.ConnectError("refused"),
         ],
     )
-    def test_no_error_message_contains_the_secret(self, answer: httpx2.Response | Exception) -> None:
+    def test_no_error_message_contains_the_secret(
+        self, answer: httpx2.Response | Exception
+    ) -> None:
         with pytest.raises(ProviderError) as info:
             make_provider(Script(answer)).acquire(KEY)
         assert SECRET not in str(info.value)
