@@ -1,4 +1,5 @@
-"""Developer and CI sessions: ``nox`` runs tests, lint and typecheck.
+"""Developer and CI sessions: ``nox`` runs tests, lint and typecheck; ``nox -s docs``
+builds the documentation site.
 
 Sessions have no ``python=``: they use the interpreter that runs nox (3.11 or newer), so
 nothing here depends on which Pythons a machine happens to have.
@@ -54,6 +55,16 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package (settings in pyproject's [tool.mypy])."""
     session.install(".[all]", *group("typecheck"))
     session.run("mypy", "--strict", "src/tokenbroker")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site: ``mkdocs build --strict`` into ``site/``, failing on any
+    warning; arguments after ``--`` go to ``mkdocs build`` (e.g. ``--site-dir DIR``)."""
+    session.install(".", *group("docs"))  # mkdocs-click imports the CLI to document it
+    # mkdocs-material prints a banner about MkDocs 2 on every build; it is no warning.
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
 
 
 @nox.session

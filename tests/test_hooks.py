@@ -156,8 +156,26 @@ class TestEveryHookspecIsTestedAndDocumented:
 
     @pytest.mark.parametrize("hook", HOOKS)
     def test_the_hook_has_an_entry_in_the_hooks_reference(self, hook: str) -> None:
+        """docs/hooks.md is generated from the hookspecs (mkdocstrings): the hook's
+        docstring is its entry, and the page's member filters must keep it."""
+        doc = inspect.getdoc(getattr(hookspecs, hook)) or ""
+        assert doc.strip(), f"{hook} has no docstring: the hooks reference is made of it"
         reference = (ROOT / "docs" / "hooks.md").read_text(encoding="utf-8")
-        assert re.search(rf"^## `{hook}\(", reference, re.MULTILINE), f"{hook} not in docs/hooks.md"
+        directive = re.search(
+            r"^::: tokenbroker\.plugins\.hookspecs[ \t]*\n(?P<options>(?:[ \t]+.*\n?)*)",
+            reference,
+            re.MULTILINE,
+        )
+        assert directive, "docs/hooks.md does not render tokenbroker.plugins.hookspecs"
+        filters = re.search(r"^\s*filters:\s*\[(?P<list>[^\]]*)\]", directive["options"], re.M)
+        patterns = re.findall(r"\"([^\"]*)\"", filters["list"]) if filters else []
+        # mkdocstrings' rule: the last filter that matches decides; when none matches,
+        # the object is kept unless every filter is an inclusion ("^x", not "!^x").
+        kept = {p.startswith("!") for p in patterns} != {False}
+        for pattern in patterns:
+            if re.search(pattern.removeprefix("!"), hook):
+                kept = not pattern.startswith("!")
+        assert kept, f"the filters {patterns} of docs/hooks.md leave {hook} out"
 
     @pytest.mark.parametrize("hook", HOOKS)
     def test_the_hook_has_a_test_that_implements_it(self, hook: str) -> None:
