@@ -73,6 +73,7 @@ class WixApps:
         return run_sync(self._finish_flow(instance_id), self)
 
     async def afinish_setup(self, instance_id: str) -> Installation:
+        """The async twin of ``finish_setup``."""
         self.provider  # noqa: B018
         return await run_async(self._finish_flow(instance_id), self)
 
@@ -96,6 +97,7 @@ class WixApps:
         return run_sync(self._retry_flow(), self)
 
     async def aretry_pending_setup(self) -> list[str]:
+        """The async twin of ``retry_pending_setup``."""
         self.provider  # noqa: B018
         return await run_async(self._retry_flow(), self)
 
@@ -105,4 +107,5 @@ class WixApps:
         return self.provider.get_app_instance(self._auth(instance_id))
 
     async def aapp_instance(self, instance_id: str) -> dict[str, Any]:
+        """The async twin of ``app_instance``."""
         return await self.provider.aget_app_instance(self._auth(instance_id))

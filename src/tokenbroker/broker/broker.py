@@ -44,6 +44,15 @@ class TokenBroker:
     ``transport`` is an optional ``httpx2`` transport (tests use ``httpx2.MockTransport``).
     """
 
+    installations: Installations
+    """The installation registry (``broker.installations()`` lists it)."""
+    webhooks: Webhooks
+    """Webhook verification with the app's public key, and bookkeeping."""
+    wix: WixApps
+    """Wix's app APIs for one installation: finish setup, Get App Instance."""
+    refresher: Refresher
+    """The bulk refresher (``refresh_due``, ``arefresh_due``)."""
+
     def __init__(
         self,
         *,
@@ -142,6 +151,7 @@ class TokenBroker:
 
     @property
     def engine(self) -> TokenEngine:
+        """The get-or-refresh engine behind ``token``."""
         return self._engine
 
     def token(self, instance_id: str) -> Token:
@@ -149,6 +159,7 @@ class TokenBroker:
         return self._engine.get(self.key(instance_id))
 
     async def atoken(self, instance_id: str) -> Token:
+        """The async twin of ``token``: never blocks the event loop."""
         return await self._engine.aget(self.key(instance_id))
 
     def invalidate(self, token: Token) -> None:
@@ -156,6 +167,7 @@ class TokenBroker:
         self._engine.invalidate(token)
 
     async def ainvalidate(self, token: Token) -> None:
+        """The async twin of ``invalidate``."""
         await self._engine.ainvalidate(token)
 
     def auth(self, instance_id: str) -> BrokerAuth:
@@ -168,6 +180,7 @@ class TokenBroker:
         return self.wix.finish_setup(instance_id)
 
     async def afinish_setup(self, instance_id: str) -> Installation:
+        """The async twin of ``finish_setup``."""
         return await self.wix.afinish_setup(instance_id)
 
     def app_instance(self, instance_id: str) -> dict[str, Any]:
@@ -175,6 +188,7 @@ class TokenBroker:
         return self.wix.app_instance(instance_id)
 
     async def aapp_instance(self, instance_id: str) -> dict[str, Any]:
+        """The async twin of ``app_instance``."""
         return await self.wix.aapp_instance(instance_id)
 
     def retry_pending_setup(self) -> list[str]:
@@ -206,6 +220,7 @@ class TokenBroker:
         progress: Callable[[RefreshResult], None] | None = None,
         on_start: Callable[[int], None] | None = None,
     ) -> RefreshReport:
+        """The async twin of ``refresh_due``."""
         return await self.refresher.arefresh_due(
             within=within, concurrency=concurrency, progress=progress, on_start=on_start
         )
@@ -222,6 +237,7 @@ class TokenBroker:
     async def ahandle_webhook(
         self, body: bytes | str, *, defer_hooks: bool = False
     ) -> WebhookOutcome:
+        """The async twin of ``handle_webhook``."""
         return await self.webhooks.ahandle(body, defer_hooks=defer_hooks)
 
     def add_installation(self, instance_id: str, **fields: Any) -> Installation:
@@ -229,6 +245,7 @@ class TokenBroker:
         return self.installations.add(instance_id, **fields)
 
     def add_installations(self, instance_ids: Iterable[str]) -> list[Installation]:
+        """``broker.installations.add_many``."""
         return self.installations.add_many(instance_ids)
 
     def remove_installation(self, instance_id: str) -> Installation | None:
@@ -236,15 +253,18 @@ class TokenBroker:
         return self.installations.remove(instance_id)
 
     def get_installation(self, instance_id: str) -> Installation | None:
+        """``broker.installations.get``."""
         return self.installations.get(instance_id)
 
     # -- lifecycle -----------------------------------------------------------------
     def close(self) -> None:
+        """Close the provider's HTTP clients, and the store if the broker opened it."""
         self.provider.close()
         if self._owns_store:
             self.store.close()
 
     async def aclose(self) -> None:
+        """Close everything ``close`` does, plus this loop's clients and background refreshes."""
         await self._engine.aclose()
         await self.provider.aclose()
         if self._owns_store:

@@ -56,6 +56,7 @@ class Installations:
         return to_datetime(self.clock.time())
 
     def add_flow(self, instance_id: str, fields: dict[str, Any]) -> Flow[Installation]:
+        """The decisions of ``add`` and ``aadd``."""
         instance_id = validate_id(instance_id)
         current = yield from GetInstallation(self.app_id, instance_id)
         if current is not None and current.active:
@@ -81,6 +82,7 @@ class Installations:
         yield from DeleteToken(key)
 
     def remove_flow(self, instance_id: str) -> Flow[Installation | None]:
+        """The decisions of ``remove`` and ``aremove``."""
         instance_id = validate_id(instance_id)
         current = yield from GetInstallation(self.app_id, instance_id)
         yield from self.forget_flow(self.key(instance_id))
@@ -109,6 +111,7 @@ class Installations:
         return updated
 
     def mark_setup_pending_flow(self, instance_id: str) -> Flow[None]:
+        """The decisions of ``mark_setup_pending`` and its twin."""
         current = yield from GetInstallation(self.app_id, instance_id)
         if current is not None and current.setup_finished_at is None:
             extra = {**current.extra, SETUP_PENDING: True}
@@ -120,6 +123,7 @@ class Installations:
         return run_sync(self.add_flow(instance_id, fields), self)
 
     def add_many(self, instance_ids: Iterable[str]) -> builtins.list[Installation]:
+        """Record several installations (each idempotent)."""
         return [self.add(i) for i in instance_ids]
 
     def remove(self, instance_id: str) -> Installation | None:
@@ -127,15 +131,19 @@ class Installations:
         return run_sync(self.remove_flow(instance_id), self)
 
     def get(self, instance_id: str) -> Installation | None:
+        """The installation's record, or ``None`` if it was never recorded."""
         return self.store.get_installation(self.app_id, validate_id(instance_id))
 
     def list(self, *, include_removed: bool = False) -> builtins.list[Installation]:
+        """Every recorded installation, in instance-id order; removed ones on request."""
         return ListInstallations(self.app_id, include_removed).run(self)
 
     def __call__(self, *, include_removed: bool = False) -> builtins.list[Installation]:
+        """``list``: so that ``broker.installations()`` reads as it always did."""
         return self.list(include_removed=include_removed)
 
     def record_setup(self, instance_id: str) -> Installation:
+        """Note that the installation's setup is finished (``setup_finished_at``)."""
         return run_sync(self.record_setup_flow(instance_id), self)
 
     def mark_setup_pending(self, instance_id: str) -> None:
@@ -144,19 +152,25 @@ class Installations:
 
     # -- async ------------------------------------------------------------------------
     async def aadd(self, instance_id: str, **fields: Any) -> Installation:
+        """The async twin of ``add``."""
         return await run_async(self.add_flow(instance_id, fields), self)
 
     async def aremove(self, instance_id: str) -> Installation | None:
+        """The async twin of ``remove``."""
         return await run_async(self.remove_flow(instance_id), self)
 
     async def aget(self, instance_id: str) -> Installation | None:
+        """The async twin of ``get``."""
         return await self.store.aget_installation(self.app_id, validate_id(instance_id))
 
     async def alist(self, *, include_removed: bool = False) -> builtins.list[Installation]:
+        """The async twin of ``list`` (the store is walked in a worker thread)."""
         return await ListInstallations(self.app_id, include_removed).arun(self)
 
     async def arecord_setup(self, instance_id: str) -> Installation:
+        """The async twin of ``record_setup``."""
         return await run_async(self.record_setup_flow(instance_id), self)
 
     async def amark_setup_pending(self, instance_id: str) -> None:
+        """The async twin of ``mark_setup_pending``."""
         await run_async(self.mark_setup_pending_flow(instance_id), self)

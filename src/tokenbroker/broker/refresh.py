@@ -1,6 +1,6 @@
 """The bulk refresher: keep every installation's token fresh ahead of need.
 
-``broker.refresh_due(within=1800, concurrency=20)`` walks the active
+``broker.refresher.refresh_due(within=1800, concurrency=20)`` walks the active
 installations (removed ones are never refreshed) and, for each whose stored
 token is missing or expires within ``within`` seconds, gets a new one through
 the same path ``broker.token()`` uses: fleet-wide lease, compare-and-set write,

@@ -119,6 +119,7 @@ class Webhooks:
         return self._outcome(event, news, defer_hooks)
 
     async def ahandle(self, body: bytes | str, *, defer_hooks: bool = False) -> WebhookOutcome:
+        """The async twin of ``handle``; hooks run in a worker thread unless deferred."""
         raw = body.encode() if isinstance(body, str) else body
         event = self.verifier.verify(raw)
         news = await run_async(self._record_flow(event, raw), self._installations)

@@ -20,16 +20,22 @@ from .token import Token, TokenKey
 
 
 class TokenStorePort(Protocol):
+    """A port with a token store."""
+
     @property
     def store(self) -> TokenStore: ...
 
 
 class InstallationStorePort(Protocol):
+    """A port with an installation store."""
+
     @property
     def store(self) -> InstallationStore: ...
 
 
 class ProviderPort(Protocol):
+    """A port with a token provider."""
+
     @property
     def provider(self) -> TokenProvider: ...
 
@@ -37,6 +43,8 @@ class ProviderPort(Protocol):
 # -- tokens ------------------------------------------------------------------------
 @attrs.frozen
 class GetToken(Op["Token | None"]):
+    """The stored token for ``key``, or ``None``."""
+
     key: TokenKey
 
     def run(self, port: TokenStorePort) -> Token | None:
@@ -48,6 +56,8 @@ class GetToken(Op["Token | None"]):
 
 @attrs.frozen
 class PutToken(Op[bool]):
+    """Write ``token`` with the store's compare-and-set; whether it was written."""
+
     token: Token
 
     def run(self, port: TokenStorePort) -> bool:
@@ -59,6 +69,8 @@ class PutToken(Op[bool]):
 
 @attrs.frozen
 class DeleteToken(Op[bool]):
+    """Delete ``key``'s token (only if it is ``only``, when given); whether one was."""
+
     key: TokenKey
     only: str | None = None
 
@@ -71,6 +83,8 @@ class DeleteToken(Op[bool]):
 
 @attrs.frozen
 class AcquireLease(Op["Lease | None"]):
+    """Take ``key``'s fleet-wide lease for ``ttl`` seconds, or ``None`` if it is held."""
+
     key: TokenKey
     ttl: float
 
@@ -83,6 +97,8 @@ class AcquireLease(Op["Lease | None"]):
 
 @attrs.frozen
 class ReleaseLease(Op[bool]):
+    """Give the lease back (only its owner's); whether it was still held."""
+
     lease: Lease
 
     def run(self, port: TokenStorePort) -> bool:
@@ -108,6 +124,8 @@ class Acquire(Op[Token]):
 # -- installations -------------------------------------------------------------------
 @attrs.frozen
 class GetInstallation(Op["Installation | None"]):
+    """The installation's record, or ``None``."""
+
     app_id: str
     instance_id: str
 
@@ -120,6 +138,8 @@ class GetInstallation(Op["Installation | None"]):
 
 @attrs.frozen
 class PutInstallation(Op[bool]):
+    """Write the record (the newest ``updated_at`` wins); whether it was news."""
+
     installation: Installation
 
     def run(self, port: InstallationStorePort) -> bool:

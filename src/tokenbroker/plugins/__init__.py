@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core.protocols import ProviderConfig
 from .hookspecs import hookimpl, hookspec
 from .manager import (
     LoadedPlugin,
@@ -11,7 +12,6 @@ from .manager import (
     providers,
     reset_plugins,
 )
-from ..core.protocols import ProviderConfig
 from .registry import Registration
 from .resolve import provider_factory, store_from_url
 

@@ -3,7 +3,7 @@
 With ``TOKENBROKER_AUTO_FINISH_SETUP=true`` (``TokenBroker(auto_finish_setup=True)``),
 each new installation gets ``APP_FINISHED_CONFIGURATION``, for apps that need no
 setup from the site owner. If Wix cannot be reached, the installation is marked
-``setup_pending`` and ``broker.retry_pending_setup()`` sends it later: the web
+``setup_pending`` and ``broker.wix.retry_pending_setup()`` sends it later: the web
 service does so every minute, and ``tokenbroker finish-setup --pending`` on demand.
 """
 

@@ -30,7 +30,7 @@ from ..broker import TokenBroker, WebhookOutcome
 from ..core.errors import ConfigError, StorageError, TokenBrokerError
 from ..wix.errors import WebhookRejected
 
-log = logging.getLogger("tokenbroker.web")
+log = logging.getLogger("tokenbroker.service")
 
 MAX_BODY_BYTES: Final = 64 * 1024
 RETRY_SETUP_EVERY: Final = 60.0
