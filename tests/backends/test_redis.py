@@ -29,8 +29,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-import tokenbroker.backends.redis as redis_module
-from tokenbroker.backends import store_from_url
+import tokenbroker.backends.redis.store as redis_store
+from tokenbroker import store_from_url
 from tokenbroker.backends.redis import RedisStore, parse_redis_url
 from tokenbroker.core.errors import ConfigError, StorageError
 from tokenbroker.core.installation import Installation, InstallationStatus
@@ -396,7 +396,7 @@ class TestInstallations:
     def test_iteration_reads_in_batches_without_losing_any(
         self, store: RedisStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(redis_module, "_ITER_BATCH", 3)
+        monkeypatch.setattr(redis_store, "_ITER_BATCH", 3)
         app = f"app-{uuid.uuid4()}"
         ids = [f"inst-{n:02d}" for n in range(10)]
         for instance_id in reversed(ids):
@@ -595,7 +595,7 @@ class TestAsync:
         def no_sync_client() -> Any:
             raise AssertionError("an async method used the sync client")
 
-        store._new_sync_port = no_sync_client  # type: ignore[method-assign]
+        store._clients.new_sync_port = no_sync_client  # type: ignore[method-assign]
         token = make_token(new_key())
         assert await store.aput_token(token) is True
         assert await store.aget_token(token.key) == token
@@ -738,7 +738,7 @@ class TestErrors:
         code = """
 import sys
 sys.modules["redis"] = None  # as if redis-py were not installed
-from tokenbroker.backends import store_from_url
+from tokenbroker import store_from_url
 from tokenbroker.core.errors import ConfigError
 from tokenbroker.plugins import backends, plugin_manager
 import tokenbroker.plugins.redis_backend as plugin

@@ -444,9 +444,9 @@ class TestStorageFormat:
     def test_iter_installations_reads_in_batches_without_losing_any(
         self, sqlite_store: SQLStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import tokenbroker.backends.sql as sql_module
+        import tokenbroker.backends.sql.store as sql_store
 
-        monkeypatch.setattr(sql_module, "_ITER_BATCH", 3)
+        monkeypatch.setattr(sql_store, "_ITER_BATCH", 3)
         app = f"app-{uuid.uuid4()}"
         ids = [f"inst-{n:02d}" for n in range(10)]
         for instance_id in ids:

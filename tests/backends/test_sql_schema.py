@@ -9,8 +9,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from tokenbroker import StorageError
-from tokenbroker.backends import sql
-from tokenbroker.backends.sql import SQLStore
+from tokenbroker.backends.sql import SQLStore, schema
 from tokenbroker.cli import main
 
 
@@ -27,8 +26,8 @@ class TestUpgrades:
         old = SQLStore(url)
         assert old.upgrade() == (None, 1)
         old.close()
-        monkeypatch.setattr(sql, "SCHEMA_VERSION", 2)
-        monkeypatch.setitem(sql.MIGRATIONS, 1, add_note_column)
+        monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+        monkeypatch.setitem(schema.MIGRATIONS, 1, add_note_column)
         new = SQLStore(url)
         assert new.upgrade() == (1, 2)
         columns = {
@@ -42,8 +41,8 @@ class TestUpgrades:
     ) -> None:
         url = f"sqlite:///{tmp_path / 'db.sqlite'}"
         SQLStore(url).upgrade()
-        monkeypatch.setattr(sql, "SCHEMA_VERSION", 3)
-        monkeypatch.setitem(sql.MIGRATIONS, 1, add_note_column)
+        monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+        monkeypatch.setitem(schema.MIGRATIONS, 1, add_note_column)
         store = SQLStore(url)
         with pytest.raises(StorageError, match="no upgrade from schema version 2"):
             store.upgrade()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tokenbroker.backends.urls import redact_url, scheme_of, url_passwords
+from tokenbroker.backends.urls import redact_url, scheme_of, scrub, url_passwords
 
 
 class TestRedactUrl:
@@ -118,3 +118,29 @@ class TestQueryPasswords:
     )
     def test_passwords_in_the_query_are_hidden_too(self, url: str, expected: str) -> None:
         assert redact_url(url) == expected
+
+    def test_a_password_option_of_any_name_is_hidden(self) -> None:
+        # redis-py reads ssl_password from the query too; one redactor covers every store.
+        assert (
+            redact_url("rediss://h:6380/0?ssl_password=k3y&db=1")
+            == "rediss://h:6380/0?ssl_password=***&db=1"
+        )
+
+
+class TestUrlPasswordsInTheQuery:
+    def test_query_passwords_are_returned_with_the_userinfo_one(self) -> None:
+        assert url_passwords("redis://:pw@h/0?password=x%2By&db=1") == ("pw", "x%2By", "x+y")
+
+    def test_a_plus_in_a_query_password_is_returned_both_ways(self) -> None:
+        assert url_passwords("unix:///s.sock?password=a+b") == ("a+b", "a b")
+
+
+class TestScrub:
+    def test_every_password_is_replaced(self) -> None:
+        assert scrub("auth pw1 then pw2", ("pw1", "pw2")) == "auth *** then ***"
+
+    def test_a_password_holding_another_is_hidden_whole(self) -> None:
+        assert scrub("bad secretive!", ["secret", "secretive"]) == "bad ***!"
+
+    def test_empty_passwords_change_nothing(self) -> None:
+        assert scrub("message", ["", ""]) == "message"

@@ -1,4 +1,7 @@
-"""Small helpers for backend URLs: printable forms and schemes.
+"""Small helpers for backend URLs: printable forms, their passwords, schemes.
+
+Every backend prints URLs with ``redact_url`` and scrubs driver messages with
+``scrub(message, url_passwords(url))``; no backend has a redactor of its own.
 
 Nothing here raises: these run while building error messages and reprs, where
 a second failure would hide the first.
@@ -7,8 +10,9 @@ a second failure would hide the first.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 REDACTED: Final = "***"
 
@@ -16,14 +20,15 @@ REDACTED: Final = "***"
 _USERINFO_START: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#\s]*:)(.*)", re.DOTALL)
 _AUTHORITY_END: Final = re.compile(r"[/?#]")
 _SCHEME: Final = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.\-]*):")
-
-
-_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|secret|token)=)[^&#]*")
+# A secret in the query: "password" and anything ending in it (redis-py's
+# "ssl_password", "sentinel_password"), and the usual other spellings.
+_QUERY_SECRET: Final = re.compile(r"(?i)([?&](?:[^=&#]*password|passwd|pwd|secret|token)=)([^&#]*)")
 
 
 def redact_url(url: str) -> str:
     """Return ``url`` with its passwords replaced by ``***``: the userinfo one, and
-    query parameters such as ``?password=`` (redis-py reads one there).
+    query parameters such as ``?password=`` or ``?ssl_password=`` (redis-py
+    reads them there).
     """
     redacted = _redact_userinfo(url)
     try:
@@ -73,15 +78,32 @@ def scheme_of(url: str) -> str:
 
 
 def url_passwords(url: str) -> tuple[str, ...]:
-    """The password of ``url`` as written and percent-decoded, for scrubbing messages."""
+    """Every password ``redact_url`` hides in ``url``, the userinfo one and those in
+    the query, each as written and percent-decoded: what to ``scrub`` from messages.
+    """
     try:
-        redacted = redact_url(url)
-        if redacted == url:
-            return ()
-        # The password is what redact_url replaced: between the shared head and tail.
-        star = redacted.index(REDACTED)
-        tail = len(redacted) - star - len(REDACTED)
-        raw = url[star : len(url) - tail]
+        found: list[str] = []
+        shown = _redact_userinfo(url)
+        if shown != url:
+            # The password is what was replaced: between the shared head and tail.
+            star = shown.index(REDACTED)
+            tail = len(shown) - star - len(REDACTED)
+            found.append(url[star : len(url) - tail])
+        # In what is left, so a pasted-in "?" inside the password is not a query.
+        found.extend(match.group(2) for match in _QUERY_SECRET.finditer(shown))
     except Exception:
         return ()
-    return tuple(dict.fromkeys(p for p in (raw, unquote(raw)) if p))
+    # A query value may reach a driver decoded either way ("+" as a space or not).
+    spellings = (p for raw in found for p in (raw, unquote(raw), unquote_plus(raw)))
+    return tuple(dict.fromkeys(p for p in spellings if p))
+
+
+def scrub(message: str, passwords: Iterable[str]) -> str:
+    """``message`` with each of ``passwords`` replaced by ``***``.
+
+    Longest first: a password that contains another is hidden whole, not left
+    with its middle starred out.
+    """
+    for password in sorted({p for p in passwords if p}, key=len, reverse=True):
+        message = message.replace(password, REDACTED)
+    return message

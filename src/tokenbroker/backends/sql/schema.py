@@ -1,0 +1,195 @@
+"""The SQL store's tables, their schema version and the upgrades between versions.
+
+Tables are created on first use. The version is a row in ``<prefix>schema``;
+a store finding an older one upgrades the tables in one transaction, and one
+finding a newer one refuses to touch them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+
+from ...core.errors import StorageError
+from .transactions import Transactions
+
+__all__ = ["DEFAULT_TABLE_PREFIX", "MIGRATIONS", "SCHEMA_VERSION", "Tables"]
+
+log = logging.getLogger("tokenbroker.store")
+
+SCHEMA_VERSION: Final = 1
+# Upgrades: MIGRATIONS[n] takes the tables from version n to n + 1 inside one
+# write transaction. Version 1 is the first schema, so the list starts empty; a
+# release that changes a table adds its step here and bumps SCHEMA_VERSION.
+MIGRATIONS: dict[int, Callable[[Connection, Any], None]] = {}
+DEFAULT_TABLE_PREFIX: Final = "tokenbroker_"
+# Leaves room for the longest suffix within every dialect's identifier limit.
+TABLE_PREFIX: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
+
+_CREATE_ATTEMPTS: Final = 5
+
+
+def _ident(length: int) -> sa.types.TypeEngine[str]:
+    # Keys compare byte for byte everywhere: PostgreSQL's "C" collation here,
+    # the table's utf8mb4_bin on MySQL, BINARY on SQLite. Iteration order then
+    # matches Python's sorted(), and "Abc" and "abc" stay two installations.
+    # (utf8mb4_bin still ignores trailing spaces; validate_id refuses those.)
+    return sa.String(length).with_variant(postgresql.VARCHAR(length, collation="C"), "postgresql")
+
+
+# utf8mb4 keys cost 4 bytes a character: the widest primary key here
+# (64 + 128 + 256 characters) takes 1792 of InnoDB's 3072 bytes.
+_MYSQL_TABLE: Final[dict[str, Any]] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+class Tables:
+    """The four tables of one store, named ``<prefix>tokens`` and so on."""
+
+    def __init__(self, prefix: str) -> None:
+        self.metadata = sa.MetaData()
+        self.tokens = sa.Table(
+            f"{prefix}tokens",
+            self.metadata,
+            sa.Column("provider", _ident(64), primary_key=True),
+            sa.Column("app_id", _ident(128), primary_key=True),
+            sa.Column("instance_id", _ident(256), primary_key=True),
+            sa.Column("access_token", sa.Text, nullable=False),
+            sa.Column("token_type", sa.String(32), nullable=False),
+            sa.Column("obtained_at", sa.BigInteger, nullable=False),
+            sa.Column("expires_at", sa.BigInteger, nullable=False),
+            sa.Column("refresh_at", sa.BigInteger, nullable=True),
+            sa.Column("must_refresh_at", sa.BigInteger, nullable=True),
+            **_MYSQL_TABLE,
+        )
+        self.installations = sa.Table(
+            f"{prefix}installations",
+            self.metadata,
+            sa.Column("app_id", _ident(128), primary_key=True),
+            sa.Column("instance_id", _ident(256), primary_key=True),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("installed_at", sa.BigInteger, nullable=True),
+            sa.Column("removed_at", sa.BigInteger, nullable=True),
+            sa.Column("setup_finished_at", sa.BigInteger, nullable=True),
+            sa.Column("origin_instance_id", sa.String(256), nullable=True),
+            sa.Column("updated_at", sa.BigInteger, nullable=True),
+            sa.Column("extra", sa.Text, nullable=False),
+            **_MYSQL_TABLE,
+        )
+        self.leases = sa.Table(
+            f"{prefix}leases",
+            self.metadata,
+            sa.Column("provider", _ident(64), primary_key=True),
+            sa.Column("app_id", _ident(128), primary_key=True),
+            sa.Column("instance_id", _ident(256), primary_key=True),
+            sa.Column("owner", sa.String(64), nullable=False),
+            sa.Column("expires_at", sa.BigInteger, nullable=False),
+            **_MYSQL_TABLE,
+        )
+        self.schema = sa.Table(
+            f"{prefix}schema",
+            self.metadata,
+            sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+            **_MYSQL_TABLE,
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return [table.name for table in self.metadata.sorted_tables]
+
+
+def create_tables(tx: Transactions, tables: Tables) -> None:
+    """Create the tables that do not exist yet; safe while other processes do too."""
+    for attempt in range(1, _CREATE_ATTEMPTS + 1):
+        try:
+            with tx.transaction(write=True) as conn:
+                tables.metadata.create_all(conn, checkfirst=True)
+            return
+        except exc.DBAPIError as error:
+            # Another process created a table between our check and our
+            # CREATE ("already exists", or PostgreSQL's duplicate pg_type
+            # row): fine if every table is there now, else go again.
+            missing = _missing_tables(tx, tables)
+            if missing == []:
+                return
+            if missing is None or attempt == _CREATE_ATTEMPTS:
+                raise tx.storage_error("creating tables", error) from None
+            log.debug("creating tables in %s raced another process; again", tx.url)
+        except (exc.SQLAlchemyError, OSError) as error:
+            raise tx.storage_error("creating tables", error) from None
+
+
+def _missing_tables(tx: Transactions, tables: Tables) -> list[str] | None:
+    """Our tables that do not exist; None if we cannot even look."""
+    try:
+        with tx.transaction(write=False) as conn:
+            inspector = sa.inspect(conn)
+            return [name for name in tables.names if not inspector.has_table(name)]
+    except (exc.SQLAlchemyError, OSError):
+        return None
+
+
+def check_version(tx: Transactions, tables: Tables, prefix: str) -> None:
+    """Record the schema version in new tables, upgrade old ones, refuse newer ones."""
+    schema = tables.schema
+
+    def record(conn: Connection) -> int:
+        found = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
+        if found is None:
+            conn.execute(schema.insert().values(version=SCHEMA_VERSION))
+            return SCHEMA_VERSION
+        version = int(found)
+        # Automatic upgrade, all steps in this one transaction: a crash
+        # half-way leaves the old version recorded and the old tables intact.
+        while version < SCHEMA_VERSION:
+            step = MIGRATIONS.get(version)
+            if step is None:
+                raise StorageError(f"no upgrade from schema version {version} in {tx.url}")
+            log.warning(
+                "upgrading tables %s* in %s from schema version %d to %d",
+                prefix,
+                tx.url,
+                version,
+                version + 1,
+            )
+            step(conn, tables)
+            version += 1
+            conn.execute(schema.insert().values(version=version))
+        return version
+
+    # Two processes may both find the table empty; the loser reads the winner's row.
+    version = tx.run(
+        "recording the schema version",
+        record,
+        write=True,
+        on_conflict=lambda: tx.run("reading the schema version", record, write=True),
+    )
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"the tables in {tx.url} (prefix {prefix!r}) have schema "
+            f"version {version}; this tokenbroker understands up to {SCHEMA_VERSION}: "
+            "upgrade tokenbroker"
+        )
+
+
+def read_version(tx: Transactions, tables: Tables) -> int | None:
+    """The schema version recorded in the database, or ``None`` before first use."""
+    schema = tables.schema
+
+    def read(conn: Connection) -> int | None:
+        if not sa.inspect(conn).has_table(schema.name):
+            return None
+        found = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
+        return None if found is None else int(found)
+
+    return tx.run("reading the schema version", read, write=False)
