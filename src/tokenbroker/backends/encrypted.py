@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from ..core.errors import ConfigError
+from ..core.flow import Flow, run_async, run_sync
+from ..core.ops import DeleteToken, GetToken, PutToken
+from ..core.protocols import Store
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
 
     from ..core.installation import Installation
-    from ..core.protocols import Lease, Store
+    from ..core.protocols import Lease
     from ..core.token import Token, TokenKey
 
 log = logging.getLogger("tokenbroker.store")
@@ -68,11 +71,17 @@ def new_key() -> str:
     return Fernet.generate_key().decode()
 
 
+@attrs.frozen
+class _Inner:
+    store: Store
+
+
 class EncryptedStore:
     """A ``Store`` whose access tokens are encrypted in the wrapped store."""
 
     def __init__(self, inner: Store, keys: str | Sequence[str]) -> None:
         self.inner = inner
+        self._port = _Inner(inner)  # what the flows' ops act on
         self._fernet = make_fernet(keys)
         self.shared = inner.shared
         self.url = inner.url
@@ -126,42 +135,38 @@ class EncryptedStore:
             return None
         return stored.access_token
 
-    def put_token(self, token: Token) -> bool:
+    def _put_flow(self, token: Token) -> Flow[bool]:
         sealed = self._seal(token)
-        if self.inner.put_token(sealed):
+        if (yield from PutToken(sealed)):
             return True
         # Refused as older than what is stored: fine, unless what is stored is
         # unreadable, which counts as missing and is overwritten.
-        unreadable = self._unreadable(self.inner.get_token(token.key))
+        unreadable = self._unreadable((yield from GetToken(token.key)))
         if unreadable is None:
             return False
-        self.inner.delete_token(token.key, only=unreadable)
-        return self.inner.put_token(sealed)
+        yield from DeleteToken(token.key, only=unreadable)
+        return (yield from PutToken(sealed))
+
+    def _delete_flow(self, key: TokenKey, only: str | None) -> Flow[bool]:
+        if only is None:
+            return (yield from DeleteToken(key))
+        target = self._ciphertext_of((yield from GetToken(key)), only)
+        return target is not None and (yield from DeleteToken(key, only=target))
+
+    def put_token(self, token: Token) -> bool:
+        return run_sync(self._put_flow(token), self._port)
 
     def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
-        if only is None:
-            return self.inner.delete_token(key)
-        target = self._ciphertext_of(self.inner.get_token(key), only)
-        return target is not None and self.inner.delete_token(key, only=target)
+        return run_sync(self._delete_flow(key, only), self._port)
 
     async def aget_token(self, key: TokenKey) -> Token | None:
         return self._open(await self.inner.aget_token(key))
 
     async def aput_token(self, token: Token) -> bool:
-        sealed = self._seal(token)
-        if await self.inner.aput_token(sealed):
-            return True
-        unreadable = self._unreadable(await self.inner.aget_token(token.key))
-        if unreadable is None:
-            return False
-        await self.inner.adelete_token(token.key, only=unreadable)
-        return await self.inner.aput_token(sealed)
+        return await run_async(self._put_flow(token), self._port)
 
     async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
-        if only is None:
-            return await self.inner.adelete_token(key)
-        target = self._ciphertext_of(await self.inner.aget_token(key), only)
-        return target is not None and await self.inner.adelete_token(key, only=target)
+        return await run_async(self._delete_flow(key, only), self._port)
 
     # -- the rest passes through ------------------------------------------------
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
