@@ -135,8 +135,8 @@ def json_object(raw: str | bytes, what: str) -> dict[str, Any]:
     try:
         document = json.loads(raw)
     # TypeError: a driver handed back something else (NULL, say);
-    # UnicodeDecodeError is a ValueError.
-    except (TypeError, ValueError):
+    # UnicodeDecodeError is a ValueError; deep nesting is damage, not a crash.
+    except (TypeError, ValueError, RecursionError):
         raise Corrupt(f"{what} is not JSON") from None
     if not isinstance(document, dict):
         raise Corrupt(f"{what} is a JSON {type(document).__name__}, not an object")

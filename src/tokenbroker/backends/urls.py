@@ -16,9 +16,8 @@ from urllib.parse import unquote, unquote_plus
 
 REDACTED: Final = "***"
 
-# scheme "://" username ":" -- the password, if any, starts after that colon.
-_USERINFO_START: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#\s]*:)(.*)", re.DOTALL)
-_AUTHORITY_END: Final = re.compile(r"[/?#]")
+# scheme "://": the authority, and any userinfo, starts after it.
+_AUTHORITY_START: Final = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.\-]*://")
 _SCHEME: Final = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.\-]*):")
 # A secret in the query: "password" and anything ending in it (redis-py's
 # "ssl_password", "sentinel_password"), and the usual other spellings.
@@ -38,34 +37,48 @@ def redact_url(url: str) -> str:
 
 
 def _redact_userinfo(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``.
+    """Return ``url`` with its userinfo password replaced by ``***``.
 
     ``postgresql+psycopg://u:pw@h/db`` becomes ``postgresql+psycopg://u:***@h/db``;
     a URL without a password comes back unchanged. Passwords pasted without
-    percent-encoding (holding ``@``, ``/``, ``?`` or ``#``) are still hidden:
-    when in doubt this hides too much rather than too little.
+    percent-encoding (holding ``@``, ``/``, ``?`` or ``#``) are still hidden whole,
+    and so are those after a username holding spaces: when in doubt this hides
+    too much rather than too little. An ``@`` inside a query secret
+    (``?password=p@ss``) never ends a userinfo.
     """
     try:
-        match = _USERINFO_START.match(url)
-        if match is None:
+        cut = _userinfo_end(url)
+        if cut is None:
             return url
-        head, rest = match.groups()
-        end = _AUTHORITY_END.search(rest)
-        authority = rest if end is None else rest[: end.start()]
-        if "@" in authority:
-            # The last "@" before the path ends the userinfo ("p@ss" stays hidden).
-            cut = authority.rindex("@")
-        elif "@" in rest:
-            # A "/", "?" or "#" inside the password: read it as SQLAlchemy does,
-            # up to the first "@".
-            cut = rest.index("@")
-        else:
-            return url  # "host:port", no userinfo at all
-        if cut == 0:
-            return url  # "user:@host": an empty password, nothing to hide
-        return f"{head}{REDACTED}{rest[cut:]}"
+        start, end = cut
+        return f"{url[:start]}{REDACTED}{url[end:]}"
     except Exception:  # garbage in (not even a str): show nothing of it
         return "<unprintable url>"
+
+
+def _userinfo_end(url: str) -> tuple[int, int] | None:
+    """Where the userinfo password of ``url`` starts and ends, or None if it has none."""
+    match = _AUTHORITY_START.match(url)
+    if match is None:
+        return None
+    base = match.end()
+    rest = url[base:]
+    masked = [m.span(2) for m in _QUERY_SECRET.finditer(rest)]
+    ats = [i for i, ch in enumerate(rest) if ch == "@" and not _inside(i, masked)]
+    if not ats:
+        return None
+    # The last "@" ends the userinfo: the password may hold "@", "/", "?" or "#"
+    # pasted in unencoded, and a host never holds an "@". A later "@" in a path or
+    # an ordinary query value makes this hide too much, never too little.
+    at = ats[-1]
+    colon = rest.find(":", 0, at)
+    if colon < 0 or colon + 1 == at:
+        return None  # "user@host" or "user:@host": no password to hide
+    return base + colon + 1, base + at
+
+
+def _inside(index: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start <= index < end for start, end in spans)
 
 
 def scheme_of(url: str) -> str:

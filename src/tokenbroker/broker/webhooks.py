@@ -130,11 +130,14 @@ class Webhooks:
         return outcome
 
     def _record_flow(self, event: WebhookEvent, body: bytes) -> Flow[bool]:
-        current = yield from GetInstallation(self.app_id, event.instance_id)
-        record = records.apply(event, self.app_id, current)
-        if record is None:
+        if not records.touches_registry(event):
             return self._seen.first_time(body)
-        news = yield from PutInstallation(record)
+        current = yield from GetInstallation(self.app_id, event.instance_id)
+        change = records.apply(event, self.app_id, current)
+        if change is None or change.record == current:
+            return False  # a repeat, or a late event with nothing left to tell
+        written = yield from PutInstallation(change.record)
+        news = written and change.news
         if news and isinstance(event, AppRemoved):
             yield from self._installations.forget_flow(self._installations.key(event.instance_id))
         return news
