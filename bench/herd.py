@@ -39,7 +39,7 @@ NAME = "herd"
 PROCESSES = 4
 THREADS = 25
 LATENCY = 0.2
-LEASE_TTL = 30.0
+LEASE_TTL = None  # the default: derived from the retry budget
 BASELINE = "no coordination: 100 plain httpx POSTs"
 SRC = str(Path(tokenbroker.__file__).parents[1])
 

@@ -228,6 +228,10 @@ class TestInstallations:
         assert broker.store.get_token(broker.key(INSTANCE)) is None
         assert broker.installations() == []
         assert [i.instance_id for i in broker.installations(include_removed=True)] == [INSTANCE]
+        with pytest.raises(InstanceNotInstalled, match="recorded as removed"):
+            broker.token(INSTANCE)  # and Wix is not asked
+        assert wix_emulator.token_requests == 1
+        broker.add_installation(INSTANCE)  # installed again: tokens again
         broker.token(INSTANCE)
         assert wix_emulator.token_requests == 2  # the cached token was really forgotten
 

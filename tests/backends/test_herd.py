@@ -26,8 +26,11 @@ HERD_WORKER = f"""
 import json, sys, threading
 from tokenbroker import TokenBroker
 url, store, instance, threads, lease_ttl = sys.argv[1:6]
+lease_ttl = float(lease_ttl) if lease_ttl != "None" else None
+# with a short lease, one short attempt: a fetch must fit in the lease (or it is refused)
+budget = {{}} if lease_ttl is None else {{"timeout": 1.5, "max_attempts": 1}}
 broker = TokenBroker(app_id={APP_ID!r}, app_secret={APP_SECRET!r}, store=store, api_url=url,
-                     lease_ttl=float(lease_ttl))
+                     lease_ttl=lease_ttl, **budget)
 broker.installations()  # connect and create tables before the start signal
 print("ready", flush=True)
 sys.stdin.readline()
@@ -100,6 +103,8 @@ class TestDeadLeaseHolder:
             api_url=wix_emulator.url,
             lease_ttl=lease_ttl,
             wait_timeout=lease_ttl + 3,
+            timeout=1.5,
+            max_attempts=1,
         ) as broker:
             token = broker.token("inst-1")
         assert token.access_token in wix_emulator.issued_tokens_for("inst-1")

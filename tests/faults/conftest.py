@@ -470,8 +470,9 @@ HOLDER = f"""
 import sys
 from tokenbroker import TokenBroker
 url, store, instance, lease_ttl = sys.argv[1:5]
+# one attempt of at most 1.5 s: a fetch can outlast neither the 2 s lease nor the kill
 broker = TokenBroker(app_id={APP_ID!r}, app_secret={APP_SECRET!r}, store=store, api_url=url,
-                     lease_ttl=float(lease_ttl))
+                     lease_ttl=float(lease_ttl), timeout=1.5, max_attempts=1)
 broker.installations()  # connect (and create tables) before the start signal
 print("ready", flush=True)
 sys.stdin.readline()

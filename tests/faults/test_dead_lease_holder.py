@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenbroker import ProviderError, TokenBroker
+from tokenbroker import ProviderConfig, ProviderError, Secret, TokenBroker
+from tokenbroker.wix import RetryBudget, WixProvider
 from tokenbroker.testing.emulator import WixEmulator
 
 from .conftest import (
@@ -55,11 +56,16 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def taker(wix_emulator: WixEmulator, shared_store: str) -> Iterator[Invariants]:
     """The caller that takes over: it waits for a lease at most 3 s beyond its ttl."""
+    # A short lease needs a retry budget that fits in it (a longer one is refused).
+    budget = RetryBudget(max_attempts=BUDGET, backoff_max=0.25, max_retry_after=0.25)
+    config = ProviderConfig(
+        app_id=APP_ID, app_secret=Secret(APP_SECRET), api_url=wix_emulator.url, timeout=0.4
+    )
     with TokenBroker(
         app_id=APP_ID,
         app_secret=APP_SECRET,
         store=shared_store,
-        api_url=wix_emulator.url,
+        provider=WixProvider(config, retry=budget),
         lease_ttl=LEASE_TTL,
         wait_timeout=LEASE_TTL + 3,
     ) as broker:

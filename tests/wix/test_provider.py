@@ -111,8 +111,37 @@ class TestGarbageAnswers:
             (httpx2.Response(200, json={"access_token": "t"}), "no numeric expires_in"),
             (httpx2.Response(200, json={"access_token": "t", "expires_in": "60"}), "numeric"),
             (httpx2.Response(200, json={"access_token": "t", "expires_in": True}), "numeric"),
-            (httpx2.Response(200, json={"access_token": "t", "expires_in": 0}), "non-positive"),
-            (httpx2.Response(200, json={"access_token": "t", "expires_in": -5}), "non-positive"),
+            (httpx2.Response(200, json={"access_token": "t", "expires_in": 0}), "out of range"),
+            (httpx2.Response(200, json={"access_token": "t", "expires_in": -5}), "out of range"),
+            # too long to be a lifetime: once a ValueError (year out of range) or an
+            # OverflowError escaping the error tree, on every store
+            (
+                httpx2.Response(200, json={"access_token": "t", "expires_in": 10**12}),
+                "out of range",
+            ),
+            (httpx2.Response(200, json={"access_token": "t", "expires_in": 1e308}), "out of range"),
+            (httpx2.Response(200, text='{"access_token": "t", "expires_in": NaN}'), "out of range"),
+            (
+                httpx2.Response(200, text='{"access_token": "t", "expires_in": Infinity}'),
+                "out of range",
+            ),
+            # what a store would refuse never reaches one
+            (
+                httpx2.Response(200, json={"access_token": "t" * 16385, "expires_in": 60}),
+                "16385 characters",
+            ),
+            (
+                httpx2.Response(
+                    200, json={"access_token": "t", "expires_in": 60, "token_type": "B" * 40}
+                ),
+                "token_type",
+            ),
+            (
+                httpx2.Response(
+                    200, json={"access_token": "t", "expires_in": 60, "token_type": "Bear er"}
+                ),
+                "token_type",
+            ),
             (
                 httpx2.Response(200, json={"access_token": "t", "expires_in": 9, "token_type": 1}),
                 "token_type",

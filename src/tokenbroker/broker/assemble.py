@@ -8,7 +8,7 @@ engine; ``TokenBroker`` only uses what it is handed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -54,10 +54,11 @@ def assemble(
     near_cache_max_age: float,
     timeout: float,
     max_attempts: int,
-    lease_ttl: float,
-    wait_timeout: float,
+    lease_ttl: float | None,
+    wait_timeout: float | None,
     encryption_key: str | Sequence[str] | Secret | None,
     transport: Any,
+    degrade: bool = True,
 ) -> Parts:
     """Resolve and wire a broker's parts; a bad setting is a ``ConfigError``."""
     app_id = validate_id(app_id, "app id")
@@ -90,6 +91,7 @@ def assemble(
         provider.close()
         raise
     policy = policy or RefreshPolicy()
+    lease_ttl, wait_timeout = lease_times(provider, lease_ttl, wait_timeout)
     engine = TokenEngine(
         provider=provider,
         store=resolved,
@@ -100,6 +102,8 @@ def assemble(
         near_cache=NearCache(near_cache_size, near_cache_max_age) if near_cache else None,
         lease_ttl=lease_ttl,
         wait_timeout=wait_timeout,
+        registry=resolved,
+        degrade=degrade,
         on_acquired=listeners.token_acquired,
         on_failed=listeners.token_failed,
         on_degraded=listeners.store_degraded,
@@ -115,6 +119,45 @@ def assemble(
         engine=engine,
         near_cache_size=max(near_cache_size, 1),
     )
+
+
+LEASE_MARGIN: Final = 1.2
+LEASE_SLACK: Final = 5.0
+DEFAULT_LEASE_TTL: Final = 30.0
+WAIT_SLACK: Final = 15.0
+
+
+def lease_times(
+    provider: TokenProvider, lease_ttl: float | None, wait_timeout: float | None
+) -> tuple[float, float]:
+    """The lease TTL and the wait for another holder's refresh.
+
+    The lease must outlast the provider's worst case for one fetch
+    (``provider.max_fetch_seconds``, when it says), or two holders fetch at
+    once: by default it is that worst case with a margin (20 % and 5 s), and an
+    explicit value below the worst case is a ``ConfigError``. A waiter waits a
+    little longer than a lease can live. Providers that do not say their worst
+    case get 30 s.
+    """
+    worst = getattr(provider, "max_fetch_seconds", None)
+    if lease_ttl is None:
+        lease_ttl = DEFAULT_LEASE_TTL if worst is None else worst * LEASE_MARGIN + LEASE_SLACK
+    elif not lease_ttl > 0:
+        raise ConfigError(f"lease_ttl must be a positive number of seconds, not {lease_ttl!r}")
+    elif worst is not None and lease_ttl < worst:
+        raise ConfigError(
+            f"lease_ttl ({lease_ttl:g}s) is shorter than the provider's worst case for one "
+            f"fetch ({worst:g}s: every attempt timing out and every wait at its longest), "
+            "so a second holder could fetch while the first still waits; raise it, or "
+            "lower timeout or max_attempts"
+        )
+    if wait_timeout is None:
+        wait_timeout = lease_ttl + WAIT_SLACK
+    elif not wait_timeout > 0:
+        raise ConfigError(
+            f"wait_timeout must be a positive number of seconds, not {wait_timeout!r}"
+        )
+    return lease_ttl, wait_timeout
 
 
 def settings_kwargs(settings: Settings) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class TokenBroker:
     ``mysql+pymysql://``, ``redis://``, or a plugin's scheme) or a ready ``Store``.
     ``near_cache`` (on by default) keeps fresh tokens in the process.
     ``transport`` is an optional ``httpx2`` transport (tests use ``httpx2.MockTransport``).
+    ``lease_ttl`` defaults to the provider's worst case for one fetch, with a margin
+    (a lower value is a ``ConfigError``); ``wait_timeout`` to a little more.
+    ``degrade=False`` makes a store outage raise ``StoreUnavailable`` instead of
+    being ridden out (one-shot commands).
     """
 
     installations: Installations
@@ -68,12 +72,13 @@ class TokenBroker:
         near_cache_max_age: float = 60.0,
         timeout: float = 10.0,
         max_attempts: int = 3,
-        lease_ttl: float = 30.0,
-        wait_timeout: float = 45.0,
+        lease_ttl: float | None = None,
+        wait_timeout: float | None = None,
         encryption_key: str | Sequence[str] | Secret | None = None,
         public_key: str | None = None,
         auto_finish_setup: bool = False,
         transport: Any = None,
+        degrade: bool = True,
     ) -> None:
         parts = assemble(
             app_id=app_id,
@@ -92,6 +97,7 @@ class TokenBroker:
             wait_timeout=wait_timeout,
             encryption_key=encryption_key,
             transport=transport,
+            degrade=degrade,
         )
         self.app_id = parts.app_id
         self.clock: Clock = parts.clock

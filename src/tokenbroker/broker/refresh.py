@@ -26,7 +26,7 @@ import attrs
 
 from ..core.clock import Clock, to_timestamp
 from ..core.engine import TokenEngine
-from ..core.errors import ConfigError, RateLimited, TokenBrokerError
+from ..core.errors import ConfigError, InvalidCredentials, RateLimited, TokenBrokerError
 from ..core.flow import Flow, run_async, run_sync
 from ..core.ops import GetToken
 from ..core.policy import TokenState
@@ -104,6 +104,14 @@ def _check(within: float, concurrency: int) -> None:
         raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
 
 
+@attrs.define
+class _Run:
+    """What one bulk refresh has learnt so far that concerns every installation."""
+
+    refused: str | None = None
+    """Set once Wix refuses the app's credentials: the rest are not asked for."""
+
+
 Progress = Callable[[RefreshResult], None]
 Start = Callable[[int], None]
 
@@ -131,9 +139,11 @@ class Refresher:
         self._key = key
         self.guard = guard or RateGuard()
 
-    def _one_flow(self, instance_id: str, within: float) -> Flow[RefreshResult]:
+    def _one_flow(self, instance_id: str, within: float, run: _Run) -> Flow[RefreshResult]:
         """The decisions for one installation, written once for threads and tasks."""
         engine, guard = self._engine, self.guard
+        if run.refused is not None:  # asking again would only spend the budget
+            return RefreshResult(instance_id, "skipped", run.refused)
         key = self._key(instance_id)
         now = self._clock.time()
         want_until = now + within
@@ -155,6 +165,12 @@ class Refresher:
         except RateLimited as exc:
             guard.note(instance_id, self._clock.time(), exc.retry_after)
             return RefreshResult(instance_id, "failed", str(exc))
+        except InvalidCredentials as exc:
+            first = run.refused is None
+            run.refused = "not tried: Wix refused the app's credentials"
+            if first:
+                return RefreshResult(instance_id, "failed", str(exc))
+            return RefreshResult(instance_id, "skipped", run.refused)
         except TokenBrokerError as exc:
             return RefreshResult(instance_id, "failed", str(exc))
         # obtained during this call (datetimes keep microseconds: allow for rounding)
@@ -179,10 +195,11 @@ class Refresher:
         if on_start is not None:
             on_start(len(ids))
         report = RefreshReport()
+        run = _Run()
         lock = threading.Lock()
 
         def work(instance_id: str) -> None:
-            result = run_sync(self._one_flow(instance_id, within), self._engine)
+            result = run_sync(self._one_flow(instance_id, within, run), self._engine)
             with lock:
                 report.add(result)
                 if progress is not None:
@@ -209,6 +226,7 @@ class Refresher:
         if on_start is not None:
             on_start(len(installations))
         report = RefreshReport()
+        run = _Run()
         queue: asyncio.Queue[str] = asyncio.Queue()
         for inst in installations:
             queue.put_nowait(inst.instance_id)
@@ -219,7 +237,7 @@ class Refresher:
                     instance_id = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                result = await run_async(self._one_flow(instance_id, within), self._engine)
+                result = await run_async(self._one_flow(instance_id, within, run), self._engine)
                 report.add(result)
                 if progress is not None:
                     progress(result)

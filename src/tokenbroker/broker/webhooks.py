@@ -134,11 +134,14 @@ class Webhooks:
             return self._seen.first_time(body)
         current = yield from GetInstallation(self.app_id, event.instance_id)
         change = records.apply(event, self.app_id, current)
-        if change is None or change.record == current:
-            return False  # a repeat, or a late event with nothing left to tell
-        written = yield from PutInstallation(change.record)
-        news = written and change.news
-        if news and isinstance(event, AppRemoved):
+        news = False
+        if change is not None and change.record != current:
+            written = yield from PutInstallation(change.record)
+            news = written and change.news
+            current = change.record if written else current
+        if isinstance(event, AppRemoved) and current is not None and not current.active:
+            # Every delivery of a removal purges, news or not: if an earlier purge
+            # failed (and Wix was answered 503), its redelivery finishes the job.
             yield from self._installations.forget_flow(self._installations.key(event.instance_id))
         return news
 

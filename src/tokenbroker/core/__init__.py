@@ -11,6 +11,7 @@ from .errors import (
     ProviderError,
     RateLimited,
     StorageError,
+    StoreUnavailable,
     TokenBrokerError,
     TransientProviderError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "RefreshPolicy",
     "Secret",
     "StorageError",
+    "StoreUnavailable",
     "Store",
     "SystemClock",
     "Token",

@@ -18,19 +18,23 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 
+import attrs
+
 from .clock import Clock
 from .errors import (
     InstanceNotInstalled,
     InvalidCredentials,
     ProviderError,
     StorageError,
+    StoreUnavailable,
     TokenBrokerError,
 )
 from .flow import Flow, Op, Sleep, run_async, run_sync
+from .installation import Installation
 from .nearcache import NearCache
 from .ops import Acquire, AcquireLease, DeleteToken, GetToken, PutToken, ReleaseLease
 from .policy import RefreshPolicy, TokenState, state_at
-from .protocols import Lease, TokenProvider, TokenStore
+from .protocols import InstallationStore, Lease, TokenProvider, TokenStore
 from .singleflight import TaskFlights, ThreadFlights
 from .token import Token, TokenKey
 
@@ -43,6 +47,22 @@ AcquiredListener = Callable[[TokenKey, Token, Source], None]
 FailedListener = Callable[[TokenKey, BaseException], None]
 DegradedListener = Callable[[str, BaseException], None]
 RecoveredListener = Callable[[str], None]
+
+
+@attrs.frozen
+class _Registered(Op["Installation | None"]):
+    """The registry's record of ``key``'s installation."""
+
+    key: TokenKey
+
+    def run(self, port: TokenEngine) -> Installation | None:
+        assert port.registry is not None
+        return port.registry.get_installation(self.key.app_id, self.key.instance_id)
+
+    async def arun(self, port: TokenEngine) -> Installation | None:
+        assert port.registry is not None
+        return await port.registry.aget_installation(self.key.app_id, self.key.instance_id)
+
 
 # Stands in for a lease when the store cannot grant one (degraded mode).
 NO_LEASE: Final = Lease(key=TokenKey("", "", ""), owner="", expires_at=0.0)
@@ -57,7 +77,11 @@ class TokenEngine:
 
     ``lease_ttl`` bounds how long one holder may keep a key's lease (it must
     outlast the provider's whole retry budget); ``wait_timeout`` how long a
-    caller waits for another process's refresh before giving up.
+    caller waits for another process's refresh before giving up. With a
+    ``registry``, the slow path refuses an installation recorded as removed
+    (without asking the provider) and purges a token whose installation was
+    removed while it was being fetched. ``degrade=False`` (one-shot commands)
+    raises a store outage instead of riding it out.
     """
 
     def __init__(
@@ -70,6 +94,8 @@ class TokenEngine:
         near_cache: NearCache | None = None,
         lease_ttl: float = 30.0,
         wait_timeout: float = 45.0,
+        registry: InstallationStore | None = None,
+        degrade: bool = True,
         on_acquired: AcquiredListener = _ignore,
         on_failed: FailedListener = _ignore,
         on_degraded: DegradedListener = _ignore,
@@ -82,6 +108,8 @@ class TokenEngine:
         self.near = near_cache
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
+        self.registry = registry
+        self.degrade = degrade
         self.on_acquired = on_acquired
         self.on_failed = on_failed
         self.on_degraded = on_degraded
@@ -212,7 +240,9 @@ class TokenEngine:
         """
         try:
             result = yield from op
-        except StorageError as exc:
+        except StoreUnavailable as exc:  # an outage; a misconfiguration raises at once
+            if not self.degrade:
+                raise
             self._degrade(exc)
             return default
         self._recover()
@@ -235,7 +265,46 @@ class TokenEngine:
             log.warning("store %s reachable again; leaving degraded mode", self.store.url)
             self.on_recovered(self.store.url)
 
+    def _check_installed(self, key: TokenKey, written: Token | None = None) -> Flow[None]:
+        """Refuse a key whose installation the registry knows as removed; purge
+        ``written`` first when it was stored while the removal landed."""
+        if self.registry is None:
+            return
+        installation = yield from self._store(_Registered(key), None)
+        if installation is None or installation.active:
+            return
+        if self.near is not None:
+            self.near.discard(key)
+        if written is not None:
+            yield from self._store(DeleteToken(key, only=written.access_token), False)
+        raise InstanceNotInstalled(
+            f"{key.instance_id} is recorded as removed; no token is fetched for it "
+            "until it is installed again"
+        )
+
+    def _acquire_servable(self, key: TokenKey) -> Flow[Token]:
+        """A new, stamped token that can be handed out now.
+
+        A token whose life ran out during its own fetch, or whose lifetime is
+        shorter than the mandatory window, is fetched once more; twice unusable is
+        a ``ProviderError``: an expired token is never handed out.
+        """
+        for _ in range(2):
+            token = self.policy.stamp((yield from Acquire(key)))
+            if self.policy.state(token, self.clock.time()).servable:
+                return token
+            log.warning(
+                "the new token for %s was already due when it arrived (lifetime %.1fs)",
+                key,
+                token.lifetime,
+            )
+        raise ProviderError(
+            f"the provider's tokens for {key.instance_id} are due before they can be "
+            f"used (lifetime {token.lifetime:.1f}s, fetched twice); none was handed out"
+        )
+
     def _refresh_flow(self, key: TokenKey, want_until: float | None = None) -> Flow[Token]:
+        yield from self._check_installed(key)
         stored: Token | None = yield from self._store(GetToken(key), None)
         if (found := self._take_if_fresh(key, stored, want_until)) is not None:
             return found
@@ -252,7 +321,7 @@ class TokenEngine:
                 if (found := self._take_if_fresh(key, stored, want_until)) is not None:
                     return found
             try:
-                fresh = yield from Acquire(key)
+                token = yield from self._acquire_servable(key)
             except (InstanceNotInstalled, InvalidCredentials):
                 # the old token is no use either: Wix no longer accepts this pair
                 if self.near is not None:
@@ -266,8 +335,8 @@ class TokenEngine:
                     self.on_failed(key, exc)
                     return fallback
                 raise
-            token = self.policy.stamp(fresh)
             written = yield from self._store(PutToken(token), True)
+            yield from self._check_installed(key, written=token)
             if not written:
                 # a newer token landed meanwhile (a slow writer lost the race): use it
                 newer = yield from self._store(GetToken(key), None)

@@ -17,7 +17,20 @@ class ConfigError(TokenBrokerError, ValueError):
 
 
 class StorageError(TokenBrokerError):
-    """A storage backend failed; the message carries the URL without its password."""
+    """A storage backend failed; the message carries the URL without its password.
+
+    A plain ``StorageError`` means the store answered but cannot be used as
+    configured (wrong password, unknown database, permissions, not a database,
+    read-only): it is raised at once and never waited out. An outage is the
+    subclass ``StoreUnavailable``.
+    """
+
+
+class StoreUnavailable(StorageError):
+    """The store could not be reached (connection refused, reset or timed out).
+
+    Long-running processes ride this out in degraded mode; one-shot commands fail.
+    """
 
 
 class ProviderError(TokenBrokerError):

@@ -67,6 +67,13 @@ class RetryBudget:
     backoff_max: float = 4.0
     max_retry_after: float = 10.0
 
+    def worst_case(self, timeout: float) -> float:
+        """The longest one call can take, in seconds, with ``timeout`` per request:
+        every attempt timing out, and every wait between them at its longest (a
+        ``Retry-After`` up to ``max_retry_after``, or the backoff's cap)."""
+        waits = (self.max_attempts - 1) * max(self.max_retry_after, self.backoff_max)
+        return self.max_attempts * timeout + waits
+
     def backoff(self, attempt: int) -> float:
         """Full jitter (AWS architecture blog): uniform in [0, base * 2**attempt]."""
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))  # noqa: S311
@@ -138,6 +145,8 @@ class WixHttp:
         self._clock = clock
         self._scrub = scrub
         self._timeout = httpx2.Timeout(timeout)
+        self.max_call_seconds = retry.worst_case(timeout)
+        """How long one call may take at worst (what a fleet lease must outlast)."""
         self._transport = transport
         self._client: httpx2.Client | None = None
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (

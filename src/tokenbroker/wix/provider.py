@@ -8,15 +8,16 @@ through ``WixHttp`` (retry budget and circuit breaker, see ``tokenbroker.wix.htt
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any, Final
 
 import httpx2
 
-from ..core.breaker import CircuitBreaker
+from ..core.breaker import CircuitBreaker, Permit
 from ..core.clock import to_datetime
-from ..core.errors import ConfigError, ProviderError
+from ..core.errors import ConfigError, InvalidCredentials, ProviderError
 from ..core.flow import Flow, run_async, run_sync
 from ..core.protocols import ProviderConfig
 from ..core.token import Token, TokenKey
@@ -24,8 +25,18 @@ from . import apps
 from .facts import TOKEN_PATH, validate_api_url
 from .http import RetryBudget, WixHttp
 
+log = logging.getLogger("tokenbroker.wix")
+
+CREDENTIAL_REFUSALS: Final = 5
 _TOKEN_CHARS: Final = re.compile(r"[\x21-\x7e]+")
+# RFC 7230 token characters: what an HTTP auth scheme such as "Bearer" is made of.
+_TOKEN_TYPE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
 _MAX_MESSAGE: Final = 300
+MAX_TOKEN_LENGTH: Final = 16 * 1024
+"""The longest ``access_token`` accepted: Wix's are about 1 KiB; anything near a
+store's column or value limit is a broken answer, not a token."""
+MAX_LIFETIME: Final = 366 * 86400.0
+"""The longest ``expires_in`` accepted, in seconds (Wix's tokens live 4 hours)."""
 
 
 class WixProvider:
@@ -56,9 +67,20 @@ class WixProvider:
             transport=config.transport,
             scrub=self._scrub,
         )
+        self.credentials = CircuitBreaker(
+            failure_threshold=CREDENTIAL_REFUSALS, cooldown=60.0, clock=config.clock
+        )
+        """Consecutive refusals of the app's credentials: an app-wide failure, not an
+        outage. After 5 in a row, Create Access Token is not sent for a while (then
+        one trial), so a wrong secret cannot spend the whole request budget."""
 
     def __repr__(self) -> str:
         return f"WixProvider(app_id={self.app_id!r}, api_url={self.api_url!r})"
+
+    @property
+    def max_fetch_seconds(self) -> float:
+        """The longest one ``acquire`` can take: the lease on a key must outlast it."""
+        return self.http.max_call_seconds
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -105,11 +127,37 @@ class WixProvider:
         )
 
     def _token_flow(self, key: TokenKey) -> Flow[Token]:
+        request = self._token_request(key)
+        permit = self._admit_credentials()
         obtained = self._clock.time()  # counted from before the request: errs early
-        response = yield from self.http.request_flow(
-            self._token_request(key), "Create Access Token"
-        )
+        try:
+            response = yield from self.http.request_flow(request, "Create Access Token")
+        except InvalidCredentials:
+            if self.credentials.record_failure(permit):
+                log.warning(
+                    "Wix refused app %s's credentials %d times in a row; Create Access "
+                    "Token is not sent for %gs",
+                    self.app_id,
+                    self.credentials.failures,
+                    self.credentials.current_cooldown,
+                )
+            raise
+        except BaseException:
+            self.credentials.release(permit)  # no verdict on the credentials
+            raise
+        self.credentials.record_success(permit)
         return self.parse_token(key, response, obtained)
+
+    def _admit_credentials(self) -> Permit:
+        permit = self.credentials.allow()
+        if permit is None:
+            raise InvalidCredentials(
+                f"Create Access Token: not sent: Wix refused app {self.app_id}'s credentials "
+                f"{self.credentials.failures} times in a row; the next try in "
+                f"{math.ceil(self.credentials.retry_in())}s",
+                status=None,
+            )
+        return permit
 
     def parse_token(self, key: TokenKey, response: httpx2.Response, obtained: float) -> Token:
         """Strictly parse a Create Access Token answer; anything odd is a ProviderError."""
@@ -129,16 +177,24 @@ class WixProvider:
         access_token = body.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise bad("no access_token string")
+        if len(access_token) > MAX_TOKEN_LENGTH:
+            raise bad(
+                f"an access_token of {len(access_token)} characters (at most {MAX_TOKEN_LENGTH})"
+            )
         if not _TOKEN_CHARS.fullmatch(access_token):
-            raise bad("an access_token containing whitespace or control characters")
+            raise bad("an access_token with whitespace or control characters (not printable ASCII)")
         token_type = body.get("token_type", "Bearer")
-        if not isinstance(token_type, str) or not token_type:
-            raise bad("a token_type that is not a string")
+        if not isinstance(token_type, str) or not _TOKEN_TYPE.fullmatch(token_type):
+            raise bad("a token_type that is not a short token such as 'Bearer'")
         expires_in = body.get("expires_in")
         if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
             raise bad("no numeric expires_in")
-        if not math.isfinite(expires_in) or expires_in <= 0:
-            raise bad(f"a non-positive expires_in ({expires_in!r})")
+        # Compared before any float arithmetic, so 10**400 cannot overflow it.
+        if not 0 < expires_in <= MAX_LIFETIME:  # also false for NaN
+            raise bad(
+                f"an expires_in out of range ({repr(expires_in)[:24]}; "
+                f"0 < expires_in <= {MAX_LIFETIME:.0f})"
+            )
         return Token(
             key=key,
             access_token=access_token,
