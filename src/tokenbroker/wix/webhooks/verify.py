@@ -44,6 +44,10 @@ __all__ = ["WebhookRejected", "WebhookVerifier", "load_public_key"]
 
 log = logging.getLogger(__name__)
 
+RETRY_HORIZON: Final = 48 * 3600.0
+"""Wix retries a delivery for about 47 hours: an event without ``exp`` issued longer
+ago than this (plus the verifier's ``leeway`` for clock skew) is refused as stale."""
+
 ALGORITHM: Final = "RS256"
 """The one algorithm Wix signs webhooks with, and the only one ever accepted."""
 
@@ -157,6 +161,10 @@ class WebhookVerifier:
             exp = _timestamp(claims["exp"], "exp")
             if exp < now - self.leeway:
                 raise WebhookRejected(401, "expired")
+        elif iat < now - RETRY_HORIZON - self.leeway:
+            # Without exp, a signed event would be valid forever: anything older than
+            # Wix's whole retry schedule is a replay, not a late delivery.
+            raise WebhookRejected(401, "stale")
         if "nbf" in claims:
             nbf = _timestamp(claims["nbf"], "nbf")
             if nbf > now + self.leeway:
