@@ -30,6 +30,7 @@ import email.utils
 import logging
 import math
 import random
+import ssl
 import threading
 import weakref
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from ..core.breaker import CircuitBreaker, CircuitState, Permit
 from ..core.clock import Clock
 from ..core.errors import ProviderError, RateLimited, TransientProviderError
 from ..core.flow import Flow, Op, Sleep
+from ..core.loops import on_loop_close
 from .errors import classify
 from .facts import USER_AGENT
 
@@ -148,6 +150,7 @@ class WixHttp:
         self.max_call_seconds = retry.worst_case(timeout)
         """How long one call may take at worst (what a fleet lease must outlast)."""
         self._transport = transport
+        self._ssl: ssl.SSLContext | None = None
         self._client: httpx2.Client | None = None
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
             weakref.WeakKeyDictionary()
@@ -155,14 +158,27 @@ class WixHttp:
         self._lock = threading.Lock()
 
     # -- clients --------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        """One TLS context for every client: building one costs tens of
+        milliseconds, which a new event loop per call would pay each time."""
+        context = self._ssl
+        if context is None:
+            with self._lock:
+                if self._ssl is None:
+                    self._ssl = httpx2.create_ssl_context()
+                context = self._ssl
+        return context
+
     @property
     def client(self) -> httpx2.Client:
         client = self._client
         if client is None:
+            context = self._ssl_context()  # takes the lock itself: before, not inside
             with self._lock:
                 if self._client is None:
                     self._client = httpx2.Client(
                         timeout=self._timeout,
+                        verify=context,
                         transport=self._transport,  # type: ignore[arg-type]
                         headers={"User-Agent": USER_AGENT},
                     )
@@ -176,13 +192,19 @@ class WixHttp:
         if client is None:
             client = httpx2.AsyncClient(
                 timeout=self._timeout,
+                verify=self._ssl_context(),
                 transport=self._transport,  # type: ignore[arg-type]
                 headers={"User-Agent": USER_AGENT},
             )
             self._aclients[loop] = client
+            # A loop per asyncio.run() would otherwise leave a client, its sockets and
+            # the loop itself behind, every time.
+            on_loop_close(self.aclose_loop_client)
         return client
 
     def close(self) -> None:
+        """Close the sync client. An async client is closed on its own loop: by
+        ``aclose`` there, or when that loop shuts down."""
         with self._lock:
             client, self._client = self._client, None
         if client is not None:

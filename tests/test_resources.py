@@ -1,0 +1,65 @@
+"""Resources: what a broker makes for an event loop goes when that loop goes."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+from pathlib import Path
+
+from tokenbroker import TokenBroker
+from tokenbroker.testing.emulator import WixEmulator
+
+from .conftest import APP_ID, APP_SECRET, INSTANCE
+
+LOOPS = 300
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def resident_bytes() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+class TestANewEventLoopPerCall:
+    def test_300_asyncio_runs_leave_fds_memory_and_clients_flat(
+        self, wix_emulator: WixEmulator
+    ) -> None:
+        with TokenBroker(
+            app_id=APP_ID, app_secret=APP_SECRET, store="memory://", api_url=wix_emulator.url
+        ) as broker:
+            http = broker.provider.http  # type: ignore[attr-defined]
+
+            def one_script_run() -> None:
+                # What a script, a Celery task or a sync view does: a loop per call,
+                # and an HTTP request on it (Get App Instance with the token).
+                asyncio.run(broker.aapp_instance(INSTANCE))
+
+            for _ in range(30):
+                one_script_run()
+            gc.collect()
+            fds, memory = open_fds(), resident_bytes()
+            for _ in range(LOOPS - 30):
+                one_script_run()
+            gc.collect()
+            assert len(http._aclients) == 0  # every loop's client closed with its loop
+            assert open_fds() - fds <= 3
+            # the leak was ~0.8 MiB and a socket per loop; allow far less than that
+            assert resident_bytes() - memory < 40 * 1024 * 1024
+        assert wix_emulator.calls["apps/v1/instance"] == LOOPS
+
+    def test_aclose_releases_the_running_loop_s_client(self, wix_emulator: WixEmulator) -> None:
+        async def main() -> int:
+            broker = TokenBroker(
+                app_id=APP_ID, app_secret=APP_SECRET, store="memory://", api_url=wix_emulator.url
+            )
+            await broker.aapp_instance(INSTANCE)
+            http = broker.provider.http  # type: ignore[attr-defined]
+            assert len(http._aclients) == 1
+            await broker.aclose()
+            return len(http._aclients)
+
+        assert asyncio.run(main()) == 0
