@@ -24,13 +24,16 @@ KEY_B = Fernet.generate_key().decode()
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def make_token(key: TokenKey, access_token: str = "OAUTH2.plaintext-secret-token") -> Token:
+def make_token(
+    key: TokenKey, access_token: str = "OAUTH2.plaintext-secret-token", *, later: bool = False
+) -> Token:
+    obtained = NOW + timedelta(seconds=1) if later else NOW
     return Token(
         key=key,
         access_token=access_token,
         token_type="Bearer",
-        expires_at=NOW + timedelta(hours=4),
-        obtained_at=NOW,
+        expires_at=obtained + timedelta(hours=4),
+        obtained_at=obtained,
     )
 
 
@@ -120,16 +123,39 @@ class TestKeys:
         rotated = EncryptedStore(inner, [KEY_B, KEY_A])
         assert rotated.get_token(key) == make_token(key)
 
-    def test_a_token_no_key_decrypts_reads_as_missing_with_a_warning(
+    def test_keys_that_open_none_of_the_store_s_tokens_are_refused(self) -> None:
+        inner = MemoryStore()
+        key = TokenKey("wix", "app", "inst")
+        EncryptedStore(inner, KEY_A).put_token(make_token(key))
+        with pytest.raises(ConfigError, match="TOKENBROKER_ENCRYPTION_KEY: none of its keys"):
+            EncryptedStore(inner, KEY_B).get_token(key)
+
+    def test_a_damaged_token_reads_as_missing_with_one_warning(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         inner = MemoryStore()
         key = TokenKey("wix", "app", "inst")
-        EncryptedStore(inner, KEY_A).put_token(make_token(key))
+        store = EncryptedStore(inner, KEY_A)
+        store.put_token(make_token(key))
+        inner.delete_token(key)
+        inner.put_token(make_token(key, "fernet:damaged"))
         with caplog.at_level(logging.WARNING, logger="tokenbroker.store"):
-            assert EncryptedStore(inner, KEY_B).get_token(key) is None
-        assert "cannot be decrypted" in caplog.text
+            assert store.get_token(key) is None
+            assert store.put_token(make_token(key, "tok-new")) is True  # replaces it
+        assert caplog.text.count("cannot be decrypted") == 1
         assert "plaintext-secret-token" not in caplog.text
+        assert store.get_token(key) == make_token(key, "tok-new")
+
+    def test_rotating_keys_moves_the_store_to_the_new_key(self) -> None:
+        inner = MemoryStore()
+        key = TokenKey("wix", "app", "inst")
+        EncryptedStore(inner, KEY_A).put_token(make_token(key, "tok-a"))
+        rotating = EncryptedStore(inner, f"{KEY_B},{KEY_A}")
+        assert rotating.get_token(key) == make_token(key, "tok-a")
+        rotating.put_token(make_token(key, "tok-b", later=True))
+        assert EncryptedStore(inner, KEY_B).get_token(key) == make_token(key, "tok-b", later=True)
+        with pytest.raises(ConfigError, match="none of its keys"):  # the retired key alone
+            EncryptedStore(inner, KEY_A).get_token(key)
 
     def test_a_plaintext_token_from_before_encryption_reads_as_missing(self) -> None:
         inner = MemoryStore()
@@ -165,7 +191,9 @@ class TestNoPlaintextInRedis:
         assert store.get_token(key) == make_token(key)  # it reads back through the key
         raw = redis.Redis.from_url(redis_url)
         try:
-            values = [raw.get(name) for name in raw.scan_iter(match=f"{unique_prefix}*")]
+            names = raw.scan_iter(match=f"{unique_prefix}*")
+            # string values (tokens, and the encryption marker); the indexes are sets
+            values = [raw.get(name) for name in names if raw.type(name) == b"string"]
         finally:
             raw.close()
             store.close()

@@ -9,32 +9,48 @@ warning: the broker fetches a new one and overwrites it.
 
 The wrapper works over any ``Store``: backends never see a plaintext token, and
 plugins get encryption without writing a line for it.
+
+Encryption cannot be turned off by accident. An encrypted store keeps a marker
+(a reserved installation record, readable without the key) holding a *canary*
+encrypted with the newest key. A process without the key runs its store behind
+``PlaintextGuard``, which refuses, with a ``ConfigError`` naming
+``TOKENBROKER_ENCRYPTION_KEY``, to read or write tokens of a marked store, or to
+hand out or overwrite anything that looks like ciphertext; a process whose keys
+open neither the canary nor the tokens is refused the same way. Rotating keys
+(a new key first, the old one after it) re-encrypts the canary with the new key.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from ..core.clock import to_datetime
 from ..core.errors import ConfigError
 from ..core.flow import Flow, run_async, run_sync
-from ..core.ops import DeleteToken, GetToken, PutToken
+from ..core.installation import Installation
+from ..core.ops import DeleteToken, GetInstallation, GetToken, PutInstallation, PutToken
 from ..core.protocols import Store
+from .wrapper import StoreWrapper
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
 
-    from ..core.installation import Installation
-    from ..core.protocols import Lease
     from ..core.token import Token, TokenKey
 
 log = logging.getLogger("tokenbroker.store")
 
 PREFIX: Final = "fernet:"
 ENV: Final = "TOKENBROKER_ENCRYPTION_KEY"
+MARKER_APP: Final = "tokenbroker~meta"
+MARKER_INSTANCE: Final = "encryption"
+"""The reserved installation record that says a store's tokens are encrypted."""
+_CANARY: Final = b"tokenbroker encryption canary"
 
 
 def parse_keys(value: str | Sequence[str]) -> list[str]:
@@ -71,23 +87,60 @@ def new_key() -> str:
     return Fernet.generate_key().decode()
 
 
-@attrs.frozen
-class _Inner:
-    store: Store
+def _marker_canary(marker: Installation | None) -> str | None:
+    canary = marker.extra.get("canary") if marker is not None else None
+    return canary if isinstance(canary, str) and canary else None
 
 
-class EncryptedStore:
+def _marker(canary: str) -> Installation:
+    now = to_datetime(time.time())
+    return Installation(
+        app_id=MARKER_APP,
+        instance_id=MARKER_INSTANCE,
+        installed_at=now,
+        updated_at=now,
+        extra={"encrypted": True, "canary": canary},
+    )
+
+
+class EncryptedStore(StoreWrapper):
     """A ``Store`` whose access tokens are encrypted in the wrapped store."""
 
     def __init__(self, inner: Store, keys: str | Sequence[str]) -> None:
-        self.inner = inner
-        self._port = _Inner(inner)  # what the flows' ops act on
+        super().__init__(inner)
         self._fernet = make_fernet(keys)
-        self.shared = inner.shared
-        self.url = inner.url
+        self._newest = make_fernet(parse_keys(keys)[:1])
+        self._checked = False
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"EncryptedStore({self.inner!r})"
+    # -- the marker ---------------------------------------------------------------
+    def _check_flow(self) -> Flow[None]:
+        """Mark the store as encrypted, or make sure these keys are the store's."""
+        if self._checked:
+            return
+        from cryptography.fernet import InvalidToken  # noqa: PLC0415
+
+        marker = yield from GetInstallation(MARKER_APP, MARKER_INSTANCE)
+        canary = _marker_canary(marker)
+        if canary is None:
+            sealed = self._fernet.encrypt(_CANARY).decode()
+            yield from PutInstallation(_marker(sealed))
+        else:
+            try:
+                self._fernet.decrypt(canary.encode())
+            except InvalidToken:
+                raise ConfigError(
+                    f"{ENV}: none of its keys opens the tokens in {self.url}: they were "
+                    "encrypted with another key; give that key too (newest first)"
+                ) from None
+            try:
+                self._newest.decrypt(canary.encode())
+            except InvalidToken:  # keys were rotated: the canary follows the newest
+                rotated = self._fernet.rotate(canary.encode()).decode()
+                yield from PutInstallation(_marker(rotated))
+        with self._lock:
+            self._checked = True
 
     # -- the codec --------------------------------------------------------------
     def _seal(self, token: Token) -> Token:
@@ -101,18 +154,29 @@ class EncryptedStore:
             return None
         value = token.access_token
         if not value.startswith(PREFIX):
-            log.warning("stored token for %s is not encrypted; treating it as missing", token.key)
+            self._warn(value, "stored token for %s is not encrypted; treating it as missing", token)
             return None
         try:
             plain = self._fernet.decrypt(value[len(PREFIX) :].encode()).decode()
         except (InvalidToken, UnicodeDecodeError):
-            log.warning(
+            self._warn(
+                value,
                 "stored token for %s cannot be decrypted with any configured key; "
                 "treating it as missing",
-                token.key,
+                token,
             )
             return None
         return attrs.evolve(token, access_token=plain)
+
+    def _warn(self, value: str, message: str, token: Token) -> None:
+        """Warn once per unreadable value: a read and the write after it see it twice."""
+        with self._lock:
+            if value in self._warned:
+                return
+            if len(self._warned) > 10_000:
+                self._warned.clear()
+            self._warned.add(value)
+        log.warning(message, token.key)
 
     def _ciphertext_of(self, stored: Token | None, only: str) -> str | None:
         """The stored ciphertext of plaintext ``only``, if that is what is stored.
@@ -125,22 +189,26 @@ class EncryptedStore:
             return None
         return stored.access_token
 
-    # -- tokens -----------------------------------------------------------------
-    def get_token(self, key: TokenKey) -> Token | None:
-        return self._open(self.inner.get_token(key))
-
     def _unreadable(self, stored: Token | None) -> str | None:
-        """The stored ciphertext if no key opens it (it may then be replaced)."""
+        """The stored value if no key opens it (it may then be replaced)."""
         if stored is None or self._open(stored) is not None:
             return None
         return stored.access_token
 
+    # -- flows ------------------------------------------------------------------
+    def _get_flow(self, key: TokenKey) -> Flow[Token | None]:
+        yield from self._check_flow()
+        return self._open((yield from GetToken(key)))
+
     def _put_flow(self, token: Token) -> Flow[bool]:
+        yield from self._check_flow()
         sealed = self._seal(token)
         if (yield from PutToken(sealed)):
             return True
         # Refused as older than what is stored: fine, unless what is stored is
-        # unreadable, which counts as missing and is overwritten.
+        # unreadable (damaged, or plaintext from before encryption), which counts
+        # as missing and is overwritten. The marker check above has made sure that
+        # these keys are the store's, so a colleague's ciphertext is never lost.
         unreadable = self._unreadable((yield from GetToken(token.key)))
         if unreadable is None:
             return False
@@ -153,6 +221,10 @@ class EncryptedStore:
         target = self._ciphertext_of((yield from GetToken(key)), only)
         return target is not None and (yield from DeleteToken(key, only=target))
 
+    # -- tokens -----------------------------------------------------------------
+    def get_token(self, key: TokenKey) -> Token | None:
+        return run_sync(self._get_flow(key), self._port)
+
     def put_token(self, token: Token) -> bool:
         return run_sync(self._put_flow(token), self._port)
 
@@ -160,7 +232,7 @@ class EncryptedStore:
         return run_sync(self._delete_flow(key, only), self._port)
 
     async def aget_token(self, key: TokenKey) -> Token | None:
-        return self._open(await self.inner.aget_token(key))
+        return await run_async(self._get_flow(key), self._port)
 
     async def aput_token(self, token: Token) -> bool:
         return await run_async(self._put_flow(token), self._port)
@@ -168,38 +240,56 @@ class EncryptedStore:
     async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         return await run_async(self._delete_flow(key, only), self._port)
 
-    # -- the rest passes through ------------------------------------------------
-    def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
-        return self.inner.acquire_lease(key, ttl)
 
-    def release_lease(self, lease: Lease) -> bool:
-        return self.inner.release_lease(lease)
+class PlaintextGuard(StoreWrapper):
+    """The store of a process without ``TOKENBROKER_ENCRYPTION_KEY``.
 
-    async def aacquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
-        return await self.inner.aacquire_lease(key, ttl)
+    Tokens pass through as plaintext, unless the store is encrypted: then every
+    token read and write is a ``ConfigError`` naming the setting, so ciphertext
+    is never handed out and plaintext never written over it. Deleting passes
+    (forgetting a token needs no key).
+    """
 
-    async def arelease_lease(self, lease: Lease) -> bool:
-        return await self.inner.arelease_lease(lease)
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self._checked = False
 
-    def get_installation(self, app_id: str, instance_id: str) -> Installation | None:
-        return self.inner.get_installation(app_id, instance_id)
+    def _refusal(self) -> ConfigError:
+        return ConfigError(
+            f"the tokens in {self.url} are encrypted: set {ENV} to the store's key "
+            "(without it no token is read or written)"
+        )
 
-    def put_installation(self, installation: Installation) -> bool:
-        return self.inner.put_installation(installation)
+    def _check_flow(self) -> Flow[None]:
+        if self._checked:
+            return
+        if _marker_canary((yield from GetInstallation(MARKER_APP, MARKER_INSTANCE))):
+            raise self._refusal()
+        self._checked = True
 
-    def iter_installations(
-        self, app_id: str, *, include_removed: bool = False
-    ) -> Iterator[Installation]:
-        return self.inner.iter_installations(app_id, include_removed=include_removed)
+    def _plain(self, stored: Token | None) -> Token | None:
+        # A store encrypted before markers existed: its tokens still say so.
+        if stored is not None and stored.access_token.startswith(PREFIX):
+            raise self._refusal()
+        return stored
 
-    async def aget_installation(self, app_id: str, instance_id: str) -> Installation | None:
-        return await self.inner.aget_installation(app_id, instance_id)
+    def _get_flow(self, key: TokenKey) -> Flow[Token | None]:
+        yield from self._check_flow()
+        return self._plain((yield from GetToken(key)))
 
-    async def aput_installation(self, installation: Installation) -> bool:
-        return await self.inner.aput_installation(installation)
+    def _put_flow(self, token: Token) -> Flow[bool]:
+        yield from self._check_flow()
+        self._plain((yield from GetToken(token.key)))
+        return (yield from PutToken(token))
 
-    def close(self) -> None:
-        self.inner.close()
+    def get_token(self, key: TokenKey) -> Token | None:
+        return run_sync(self._get_flow(key), self._port)
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    def put_token(self, token: Token) -> bool:
+        return run_sync(self._put_flow(token), self._port)
+
+    async def aget_token(self, key: TokenKey) -> Token | None:
+        return await run_async(self._get_flow(key), self._port)
+
+    async def aput_token(self, token: Token) -> bool:
+        return await run_async(self._put_flow(token), self._port)

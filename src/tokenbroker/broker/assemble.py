@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import attrs
 
-from ..backends.encrypted import EncryptedStore
+from ..backends.encrypted import EncryptedStore, PlaintextGuard
 from ..core.clock import Clock, SystemClock
 from ..core.engine import TokenEngine
 from ..core.errors import ConfigError
@@ -87,6 +87,8 @@ def assemble(
         if encryption_key is not None:
             keys = encryption_key.reveal() if isinstance(encryption_key, Secret) else encryption_key
             resolved = EncryptedStore(resolved, keys)
+        else:  # an encrypted store refuses this process rather than losing its encryption
+            resolved = PlaintextGuard(resolved)
     except BaseException:
         provider.close()
         raise
