@@ -258,6 +258,34 @@ class TestForgeries:
         assert response.status_code == 413
 
 
+class TestRejectionsAreLogged:
+    @pytest.mark.parametrize(
+        ("body", "status"),
+        [
+            (sign_webhook(OTHER_PRIVATE, event_type="AppInstalled", instance_id="x"), 401),
+            ("garbage", 400),
+            (b"x" * (17 * 1024), 413),
+        ],
+        ids=["forged", "garbage", "oversized"],
+    )
+    def test_each_rejection_is_logged_at_info_with_status_and_reason(
+        self,
+        service: httpx2.Client,
+        caplog: pytest.LogCaptureFixture,
+        body: str | bytes,
+        status: int,
+    ) -> None:
+        with caplog.at_level(logging.INFO, logger="tokenbroker.service"):
+            response = post(service, body)
+            assert response.status_code == status
+            expected = f"webhook rejected: {status} {response.json()['error']}"
+            wait_until(lambda: expected in caplog.text, "the rejection to be logged")
+        (record,) = [r for r in caplog.records if "webhook rejected" in r.getMessage()]
+        assert record.levelno == logging.INFO
+        assert record.name == "tokenbroker.service"
+        assert "garbage" not in record.getMessage()  # the reason, never the body
+
+
 class TestSlowAndBrokenHooks:
     def test_a_slow_hook_does_not_delay_the_answer(
         self, service: httpx2.Client, hook_broker: TokenBroker, recorder: Recorder

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -38,6 +38,13 @@ RETRY_SETUP_EVERY: Final = 60.0
 
 def _error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
+
+
+def _rejected(request: Request, status: int, reason: str) -> JSONResponse:
+    """Refuse a delivery, and say so at INFO: ``reason`` is a fixed phrase, never the body."""
+    client = request.client.host if request.client is not None else "?"
+    log.info("webhook rejected: %d %s (from %s)", status, reason, client)
+    return _error(status, reason)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -81,14 +88,16 @@ def create_app(
         state["broker"] = broker
 
     async def webhook(request: Request) -> JSONResponse:
-        body = await _read_body(request, max_body_bytes)
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except ClientDisconnect:  # gone mid-body (or cut off by the receipt deadline)
+            return _rejected(request, 400, "client disconnected")
         if body is None:
-            return _error(413, "body too large")
+            return _rejected(request, 413, "body too large")
         try:
             outcome = await state["broker"].ahandle_webhook(body, defer_hooks=True)
         except WebhookRejected as exc:
-            log.info("webhook rejected (%d): %s", exc.status, exc.reason)
-            return _error(exc.status, exc.reason)
+            return _rejected(request, exc.status, exc.reason)
         except StorageError as exc:  # not recorded: make Wix deliver it again
             log.error("webhook not recorded, the store failed: %s", exc)
             return _error(503, "storage unavailable")
