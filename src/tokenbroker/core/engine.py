@@ -16,17 +16,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import attrs
 
 from .clock import Clock
+from .degraded import StoreHealth
 from .errors import (
     InstanceNotInstalled,
     InvalidCredentials,
     ProviderError,
     StorageError,
-    StoreUnavailable,
     TokenBrokerError,
 )
 from .flow import Flow, Op, Sleep, run_async, run_sync
@@ -40,7 +40,6 @@ from .token import Token, TokenKey
 
 log = logging.getLogger("tokenbroker")
 
-R = TypeVar("R")
 
 Source = Literal["store", "provider"]
 AcquiredListener = Callable[[TokenKey, Token, Source], None]
@@ -109,12 +108,11 @@ class TokenEngine:
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
         self.registry = registry
-        self.degrade = degrade
         self.on_acquired = on_acquired
         self.on_failed = on_failed
-        self.on_degraded = on_degraded
-        self.on_recovered = on_recovered
-        self._degraded: StorageError | None = None
+        self.health = StoreHealth(
+            store.url, degrade=degrade, on_degraded=on_degraded, on_recovered=on_recovered
+        )
         self._threads: ThreadFlights[TokenKey, Token] = ThreadFlights()
         self._tasks: TaskFlights[TokenKey, Token] = TaskFlights()
         self._background: set[asyncio.Task[None]] = set()
@@ -224,59 +222,24 @@ class TokenEngine:
         self.on_acquired(key, stored, "store")
         return stored
 
-    # -- store faults ---------------------------------------------------------
+    # -- store faults (see tokenbroker.core.degraded) ----------------------------
     @property
     def degraded(self) -> StorageError | None:
         """The store error that put the engine in degraded mode, or ``None``."""
-        return self._degraded
-
-    def _store(self, op: Op[R], default: R) -> Flow[R]:
-        """A store operation that, when the store fails, degrades instead of raising.
-
-        Degraded, the engine keeps serving the near cache, fetches misses from the
-        provider directly (single-flight in the process, no fleet-wide lease) and
-        keeps what it fetched in the near cache; the first successful store call
-        ends it. The change either way is logged once and reported to listeners.
-        """
-        try:
-            result = yield from op
-        except StoreUnavailable as exc:  # an outage; a misconfiguration raises at once
-            if not self.degrade:
-                raise
-            self._degrade(exc)
-            return default
-        self._recover()
-        return result
-
-    def _degrade(self, exc: StorageError) -> None:
-        if self._degraded is None:
-            self._degraded = exc
-            log.warning(
-                "store %s unreachable; serving near-cache tokens and fetching misses "
-                "directly until it is back: %s",
-                self.store.url,
-                exc,
-            )
-            self.on_degraded(self.store.url, exc)
-
-    def _recover(self) -> None:
-        if self._degraded is not None:
-            self._degraded = None
-            log.warning("store %s reachable again; leaving degraded mode", self.store.url)
-            self.on_recovered(self.store.url)
+        return self.health.error
 
     def _check_installed(self, key: TokenKey, written: Token | None = None) -> Flow[None]:
         """Refuse a key whose installation the registry knows as removed; purge
         ``written`` first when it was stored while the removal landed."""
         if self.registry is None:
             return
-        installation = yield from self._store(_Registered(key), None)
+        installation = yield from self.health.guard(_Registered(key), None)
         if installation is None or installation.active:
             return
         if self.near is not None:
             self.near.discard(key)
         if written is not None:
-            yield from self._store(DeleteToken(key, only=written.access_token), False)
+            yield from self.health.guard(DeleteToken(key, only=written.access_token), False)
         raise InstanceNotInstalled(
             f"{key.instance_id} is recorded as removed; no token is fetched for it "
             "until it is installed again"
@@ -305,7 +268,7 @@ class TokenEngine:
 
     def _refresh_flow(self, key: TokenKey, want_until: float | None = None) -> Flow[Token]:
         yield from self._check_installed(key)
-        stored: Token | None = yield from self._store(GetToken(key), None)
+        stored: Token | None = yield from self.health.guard(GetToken(key), None)
         if (found := self._take_if_fresh(key, stored, want_until)) is not None:
             return found
         seen = self._usable(stored)
@@ -317,7 +280,7 @@ class TokenEngine:
         try:
             # Between our first look and our lease another process may have finished.
             if lease is not NO_LEASE:
-                stored = yield from self._store(GetToken(key), None)
+                stored = yield from self.health.guard(GetToken(key), None)
                 if (found := self._take_if_fresh(key, stored, want_until)) is not None:
                     return found
             try:
@@ -335,11 +298,11 @@ class TokenEngine:
                     self.on_failed(key, exc)
                     return fallback
                 raise
-            written = yield from self._store(PutToken(token), True)
+            written = yield from self.health.guard(PutToken(token), True)
             yield from self._check_installed(key, written=token)
             if not written:
                 # a newer token landed meanwhile (a slow writer lost the race): use it
-                newer = yield from self._store(GetToken(key), None)
+                newer = yield from self.health.guard(GetToken(key), None)
                 seen = self._usable(newer)
                 if newer is not None and seen is not None and seen[0].servable:
                     token = newer
@@ -363,7 +326,7 @@ class TokenEngine:
         deadline = time.monotonic() + self.wait_timeout  # waiting is not wall-clock business
         pause = 0.02
         while True:
-            lease: Lease | None = yield from self._store(
+            lease: Lease | None = yield from self.health.guard(
                 AcquireLease(key, self.lease_ttl), NO_LEASE
             )
             if lease is not None:
@@ -372,7 +335,7 @@ class TokenEngine:
                 return fallback  # advisory: someone else refreshes, keep serving
             yield from Sleep(pause)
             pause = min(pause * 1.5, 0.25)
-            stored: Token | None = yield from self._store(GetToken(key), None)
+            stored: Token | None = yield from self.health.guard(GetToken(key), None)
             if (found := self._take_if_fresh(key, stored, want_until)) is not None:
                 return found
             if time.monotonic() > deadline:
@@ -386,7 +349,7 @@ class TokenEngine:
         if self.near is not None:
             self.near.discard(token.key, only=token.access_token)
         # On a store failure the near cache no longer has it; that is enough now.
-        yield from self._store(DeleteToken(token.key, only=token.access_token), False)
+        yield from self.health.guard(DeleteToken(token.key, only=token.access_token), False)
 
     def invalidate(self, token: Token) -> None:
         """Forget ``token`` (say, Wix refused it) without touching a newer one."""
