@@ -11,6 +11,7 @@ import click
 
 from ..backends.encrypted import EncryptedStore
 from ..broker.assemble import registry_store
+from ..core.errors import ConfigError
 from ..core.protocols import Store
 from ..settings import Settings
 from .app import main, scrub
@@ -45,15 +46,21 @@ def doctor(instance_id: str | None) -> None:
 
 @main.command()
 def plugins() -> None:
-    """List the loaded plugins: entry-point name, distribution, module."""
+    """List the loaded plugins: entry-point name, distribution, module.
+
+    Exits 1 if any plugin failed to load (listed with FAILED and its error).
+    """
     from ..plugins.manager import loaded_plugins  # noqa: PLC0415
 
-    for plugin in loaded_plugins():
+    found = loaded_plugins()
+    for plugin in found:
         dist = plugin.distribution or "-"
         if plugin.version:
             dist = f"{dist} {plugin.version}"
-        state = f"  FAILED: {plugin.error}" if plugin.error else ""
+        state = f"  FAILED: {scrub(plugin.error)}" if plugin.error else ""
         click.echo(f"{plugin.name}\t{dist}\t{plugin.module}{state}")
+    if any(plugin.error for plugin in found):
+        sys.exit(1)
 
 
 @main.group()
@@ -115,4 +122,11 @@ def encryption_key() -> None:
     """Print a new Fernet key for TOKENBROKER_ENCRYPTION_KEY."""
     from ..backends.encrypted import new_key  # noqa: PLC0415
 
-    click.echo(new_key())
+    try:
+        key = new_key()
+    except ImportError:  # cryptography is an optional dependency
+        raise ConfigError(
+            "encryption keys need the cryptography package, which is not installed; "
+            "install it with: pip install 'tokenbroker[encryption]'"
+        ) from None
+    click.echo(key)

@@ -1,17 +1,24 @@
 """The ``tokenbroker`` command group and what every command shares.
 
 Errors are one line on stderr, never a traceback: exit status 1 for provider
-and storage errors, 2 for usage and configuration errors. Tokens are printed
-only where asked for (``tokenbroker token``); secrets never.
+and storage errors, 2 for usage and configuration errors (a missing optional
+dependency among them, named with the ``pip install`` that brings it). A
+reader that closes the pipe early (``tokenbroker demo | head``) ends the
+command quietly with 141, the status of a process killed by SIGPIPE. Tokens
+are printed only where asked for (``tokenbroker token``); secrets never.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, NoReturn, TypeVar
 
 import click
 
@@ -23,41 +30,178 @@ from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+EXIT_BROKEN_PIPE: Final = 128 + 13
+"""What a shell reports for a process killed by SIGPIPE: ``yes | head`` does the same."""
+
+# The optional dependencies behind the extras of pyproject.toml, by top-level module.
+EXTRAS: Final = {
+    "cryptography": "encryption",
+    "jwt": "webhooks",
+    "redis": "redis",
+    "psycopg": "postgres",
+    "pymysql": "mysql",
+    "starlette": "server",
+    "uvicorn": "server",
+}
+
 
 def fail(message: str, status: int) -> NoReturn:
-    click.echo(f"tokenbroker: error: {message}", err=True)
+    """One line on stderr, with every secret scrubbed, and exit with ``status``."""
+    click.echo(f"tokenbroker: error: {one_line(scrub(message))}", err=True)
     sys.exit(status)
 
 
+def one_line(text: str) -> str:
+    """``text`` with its lines joined: a multi-line driver message stays one line."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+_ANYWHERE_FROM: Final = 12
+# A secret stands alone when no identifier character touches it: `http` in
+# `https://` or `s` in `auto_finish_setup` is part of a word, not the secret.
+_WORD: Final = "A-Za-z0-9_-"
+
+
+def _secrets(environ: Mapping[str, str]) -> list[str]:
+    found = [environ.get("TOKENBROKER_APP_SECRET", "").strip()]
+    path = environ.get("TOKENBROKER_APP_SECRET_FILE", "").strip()
+    if path:
+        # Unreadable, then no broker could have read it either: nothing to hide.
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            found.append(Path(path).read_text(encoding="utf-8").strip())
+    found.extend(environ.get("TOKENBROKER_ENCRYPTION_KEY", "").split(","))
+    return [s.strip() for s in found if s.strip()]
+
+
+def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***`` where it stands as a whole value.
+
+    A secret shorter than 12 characters is replaced only where no letter, digit,
+    ``_`` or ``-`` touches it, so a short secret does not star out ordinary
+    words. A longer one is replaced wherever it appears: twelve characters
+    matching the secret inside other text are a leak (``%3D`` before it, or
+    something pasted onto it), not a coincidence. Longest first, so a secret
+    that contains another is hidden whole.
+    """
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= _ANYWHERE_FROM:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(f"(?<![{_WORD}]){re.escape(secret)}(?![{_WORD}])", "***", text)
+    return text
+
+
 def scrub(text: str) -> str:
-    """Last line of defence: no configured secret reaches the terminal."""
-    secret = os.environ.get("TOKENBROKER_APP_SECRET")
-    return text.replace(secret, "***") if secret else text
+    """Last line of defence: no configured secret reaches the terminal (the app
+    secret, as set or read from ``TOKENBROKER_APP_SECRET_FILE``, and the encryption keys)."""
+    return scrub_secrets(text, _secrets(os.environ))
+
+
+def missing_extra(exc: ImportError) -> str | None:
+    """The message for an optional dependency that is not installed, naming the
+    extra to install; ``None`` if ``exc`` is no such thing."""
+    if "pip install 'tokenbroker[" in str(exc):
+        return str(exc)  # said already, where it was raised
+    cause: BaseException | None = exc
+    while isinstance(cause, ImportError):
+        name = (cause.name or "").partition(".")[0]
+        if name in EXTRAS:
+            return (
+                f"this needs the {name} package, which is not installed; "
+                f"install it with: pip install 'tokenbroker[{EXTRAS[name]}]'"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _quiet_exit_on_closed_stdout() -> NoReturn:
+    # Whatever is still buffered for the closed pipe would fail again at exit,
+    # with a traceback-like "Exception ignored" message: send it nowhere.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    message = exc.format_message()
+    if exc.ctx is None:
+        return message
+    return f"{message} (see '{exc.ctx.command_path} --help')"
 
 
 class _Group(click.Group):
     """Turns our errors into one clear line and the right exit status."""
 
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Click's ``main``, but a usage error is one line too (click prints three)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        no_args_is_help: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except no_args_is_help as exc:  # `tokenbroker` alone: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            fail(_usage_line(exc), exc.exit_code)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("aborted", 1)
+        # Not standalone, click returns what the command returned (None for ours)
+        # or the status of a ``ctx.exit(status)``.
+        sys.exit(status if isinstance(status, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            fail(scrub(str(exc)), 2)
+            fail(str(exc), 2)
         except TokenBrokerError as exc:
-            fail(scrub(str(exc)), 1)
+            fail(str(exc), 1)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except Exception as exc:  # an unexpected bug: still no traceback, no secret
-            if os.environ.get("TOKENBROKER_DEBUG"):
-                raise
-            fail(f"unexpected {type(exc).__name__}: {scrub(str(exc))}", 1)
+        except BrokenPipeError:
+            _quiet_exit_on_closed_stdout()
+        except ImportError as exc:
+            message = missing_extra(exc)
+            if message is None:
+                _unexpected(exc)
+            fail(message, 2)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                _quiet_exit_on_closed_stdout()
+            _unexpected(exc)
+        except Exception as exc:
+            _unexpected(exc)
 
 
-def configured_broker() -> TokenBroker:
-    """The broker the environment configures (needs the app secret)."""
-    return TokenBroker.from_env()
+def _unexpected(exc: Exception) -> NoReturn:
+    """An unexpected bug: still no traceback (unless TOKENBROKER_DEBUG), no secret."""
+    if os.environ.get("TOKENBROKER_DEBUG"):
+        raise exc
+    fail(f"unexpected {type(exc).__name__}: {exc}", 1)
+
+
+def configured_broker(*, degrade: bool = False) -> TokenBroker:
+    """The broker the environment configures (needs the app secret).
+
+    A one-shot command fails (exit 1) on a store outage rather than riding it
+    out; ``degrade=True`` is for the long-running ones (``refresh --watch``).
+    """
+    return TokenBroker.from_env(degrade=degrade)
 
 
 def registry() -> Installations:

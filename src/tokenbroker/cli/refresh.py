@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
 from ..broker import TokenBroker
-from .app import configured_broker, main, verbose
+from .app import configured_broker, main, one_line, scrub, verbose
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -33,17 +33,32 @@ else:  # click < 8.2 has no generic ParamType
 
 
 class _Duration(_FloatParam):
+    """A duration of at least ``minimum`` seconds."""
+
     name = "duration"
+
+    def __init__(self, minimum: float = 0.0) -> None:
+        self.minimum = minimum
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
         if isinstance(value, float | int):
-            return float(value)
-        try:
-            return parse_duration(str(value))
-        except click.BadParameter as exc:
-            self.fail(exc.message, param, ctx)
+            seconds = float(value)
+        elif str(value).strip().startswith("-"):
+            self.fail(f"{value!r} is negative; a duration is 0 or more", param, ctx)
+        else:
+            try:
+                seconds = parse_duration(str(value))
+            except click.BadParameter as exc:
+                self.fail(exc.message, param, ctx)
+        if not seconds >= self.minimum:  # NaN included
+            self.fail(f"{value!r} is less than the minimum of {self.minimum:g}s", param, ctx)
+        return seconds
+
+
+MIN_INTERVAL: Final = 1.0
+"""The shortest --interval: a worker that never pauses would spin on Wix and the store."""
 
 
 @main.command()
@@ -58,10 +73,10 @@ class _Duration(_FloatParam):
 @click.option("--watch", is_flag=True, help="Keep running, refreshing every --interval.")
 @click.option(
     "--interval",
-    type=_Duration(),
+    type=_Duration(minimum=MIN_INTERVAL),
     default="5m",
     show_default=True,
-    help="With --watch: time between runs.",
+    help="With --watch: time between runs (at least 1s).",
 )
 @click.option(
     "--progress/--no-progress",
@@ -74,12 +89,12 @@ def refresh(
 ) -> None:
     """Refresh every installed instance whose token is missing or due."""
     show = sys.stderr.isatty() if progress is None else progress
-    with configured_broker() as current:
+    with configured_broker(degrade=watch) as current:
         while True:
             report = _refresh_once(current, within, concurrency, show)
             click.echo(report.summary())
             for instance_id, reason in report.failed:
-                click.echo(f"failed {instance_id}: {reason}", err=True)
+                click.echo(f"failed {instance_id}: {one_line(scrub(reason))}", err=True)
             if not watch:
                 if report.failed:
                     sys.exit(1)

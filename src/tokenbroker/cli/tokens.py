@@ -6,7 +6,8 @@ import json
 
 import click
 
-from .app import configured_broker, main, verbose
+from ..broker.installations import SETUP_PENDING
+from .app import configured_broker, fail, main, verbose
 
 
 @main.command()
@@ -39,7 +40,10 @@ def token(instance_id: str, as_json: bool) -> None:
 )
 @verbose
 def finish_setup(instance_id: str | None, pending: bool) -> None:
-    """Tell Wix that INSTANCE_ID needs no more setup (APP_FINISHED_CONFIGURATION)."""
+    """Tell Wix that INSTANCE_ID needs no more setup (APP_FINISHED_CONFIGURATION).
+
+    With --pending, exits 1 if any pending installation is still failing.
+    """
     if pending == (instance_id is not None):
         raise click.UsageError("give either INSTANCE_ID or --pending")
     with configured_broker() as broker:
@@ -48,4 +52,17 @@ def finish_setup(instance_id: str | None, pending: bool) -> None:
             click.echo(f"sent APP_FINISHED_CONFIGURATION for {instance_id}")
             return
         done = broker.retry_pending_setup()
+        # The retry logs each failure with its reason; what is still flagged is what failed.
+        still = [
+            inst.instance_id
+            for inst in broker.installations.list()
+            if inst.extra.get(SETUP_PENDING) and inst.setup_finished_at is None
+        ]
     click.echo(f"sent APP_FINISHED_CONFIGURATION for {len(done)} pending installation(s)")
+    if still:
+        fail(f"finish-setup still failing for {len(still)} installation(s): {_some(still)}", 1)
+
+
+def _some(ids: list[str], shown: int = 5) -> str:
+    more = len(ids) - shown
+    return ", ".join(ids[:shown]) + (f" and {more} more" if more > 0 else "")

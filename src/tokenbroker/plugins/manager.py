@@ -54,6 +54,12 @@ def _names(value: str | None) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
+def _summary(exc: BaseException) -> str:
+    """``Type: first line of the message``: what went wrong, on one line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+
+
 def _build(environ: Mapping[str, str]) -> pluggy.PluginManager:
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -70,8 +76,12 @@ def _build(environ: Mapping[str, str]) -> pluggy.PluginManager:
         try:
             manager.register(ep.load(), name=ep.name)
         except Exception as exc:  # a broken plugin must not take the app down
-            log.exception("could not load tokenbroker plugin %r from %s", ep.name, ep.value)
-            error: str | None = f"{type(exc).__name__}: {exc}"
+            # One line, not a traceback: every command of the CLI prints it, and
+            # `tokenbroker plugins` lists the plugin as FAILED with the same summary.
+            error: str | None = _summary(exc)
+            log.warning(
+                "could not load tokenbroker plugin %r from %s: %s", ep.name, ep.value, error
+            )
         else:
             error = None
         _loaded[ep.name] = LoadedPlugin(
