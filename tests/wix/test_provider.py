@@ -301,3 +301,20 @@ class TestNoSecretInErrors:
         assert SECRET not in str(info.value)
         assert SECRET not in repr(info.value)
         assert SECRET not in repr(make_provider(Script(answer)))
+
+
+class TestScrubbingWixMessages:
+    def test_a_short_secret_is_hidden_as_a_whole_value_but_not_inside_words(self) -> None:
+        config = ProviderConfig(
+            app_id="app-1",
+            app_secret=Secret("http"),
+            api_url="https://wix.example",
+            clock=ManualClock(start=T0),
+            transport=httpx2.MockTransport(
+                Script(wix_error(400, "secret http refused, see https://dev.wix.com"))
+            ),
+        )
+        provider = WixProvider(config, retry=RetryBudget(max_attempts=1, backoff_base=0.0))
+        with pytest.raises(ProviderError) as info:
+            provider.acquire(KEY)
+        assert str(info.value).endswith("secret *** refused, see https://dev.wix.com")

@@ -98,7 +98,7 @@ class Webhooks:
                 )
             try:
                 from ..wix.webhooks.verify import WebhookVerifier  # noqa: PLC0415 - needs PyJWT
-            except ModuleNotFoundError:
+            except ImportError:
                 raise ConfigError(
                     "webhooks need PyJWT; install it with: pip install 'tokenbroker[webhooks]'"
                 ) from None

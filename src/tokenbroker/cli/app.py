@@ -14,9 +14,8 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -25,6 +24,7 @@ import click
 from ..broker import Installations, TokenBroker
 from ..broker.assemble import registry_store
 from ..core.errors import ConfigError, TokenBrokerError
+from ..core.secret import scrub_secrets
 from ..core.token import TokenKey, validate_id
 from ..settings import Settings
 
@@ -56,12 +56,6 @@ def one_line(text: str) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-_ANYWHERE_FROM: Final = 12
-# A secret stands alone when no identifier character touches it: `http` in
-# `https://` or `s` in `auto_finish_setup` is part of a word, not the secret.
-_WORD: Final = "A-Za-z0-9_-"
-
-
 def _secrets(environ: Mapping[str, str]) -> list[str]:
     found = [environ.get("TOKENBROKER_APP_SECRET", "").strip()]
     path = environ.get("TOKENBROKER_APP_SECRET_FILE", "").strip()
@@ -71,24 +65,6 @@ def _secrets(environ: Mapping[str, str]) -> list[str]:
             found.append(Path(path).read_text(encoding="utf-8").strip())
     found.extend(environ.get("TOKENBROKER_ENCRYPTION_KEY", "").split(","))
     return [s.strip() for s in found if s.strip()]
-
-
-def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with each of ``secrets`` replaced by ``***`` where it stands as a whole value.
-
-    A secret shorter than 12 characters is replaced only where no letter, digit,
-    ``_`` or ``-`` touches it, so a short secret does not star out ordinary
-    words. A longer one is replaced wherever it appears: twelve characters
-    matching the secret inside other text are a leak (``%3D`` before it, or
-    something pasted onto it), not a coincidence. Longest first, so a secret
-    that contains another is hidden whole.
-    """
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= _ANYWHERE_FROM:
-            text = text.replace(secret, "***")
-        else:
-            text = re.sub(f"(?<![{_WORD}]){re.escape(secret)}(?![{_WORD}])", "***", text)
-    return text
 
 
 def scrub(text: str) -> str:

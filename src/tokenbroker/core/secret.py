@@ -1,10 +1,16 @@
-"""A string that refuses to show itself."""
+"""A string that refuses to show itself, and scrubbing secrets out of text."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Final
 
 _MASK: Final = "'**********'"
+_ANYWHERE_FROM: Final = 12
+# A secret stands alone when no identifier character touches it: `http` in
+# `https://` or `s` in `auto_finish_setup` is part of a word, not the secret.
+_WORD: Final = "A-Za-z0-9_-"
 
 
 class Secret:
@@ -42,3 +48,21 @@ class Secret:
 
     def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
         return (Secret, (self._value,))
+
+
+def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***`` where it stands as a whole value.
+
+    A secret shorter than 12 characters is replaced only where no letter, digit,
+    ``_`` or ``-`` touches it, so a short secret does not star out ordinary
+    words. A longer one is replaced wherever it appears: twelve characters
+    matching the secret inside other text are a leak (``%3D`` before it, or
+    something pasted onto it), not a coincidence. Longest first, so a secret
+    that contains another is hidden whole.
+    """
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= _ANYWHERE_FROM:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(f"(?<![{_WORD}]){re.escape(secret)}(?![{_WORD}])", "***", text)
+    return text

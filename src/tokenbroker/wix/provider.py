@@ -20,6 +20,7 @@ from ..core.clock import to_datetime
 from ..core.errors import ConfigError, InvalidCredentials, ProviderError
 from ..core.flow import Flow, run_async, run_sync
 from ..core.protocols import ProviderConfig
+from ..core.secret import scrub_secrets
 from ..core.token import Token, TokenKey
 from . import apps
 from .facts import TOKEN_PATH, validate_api_url
@@ -107,10 +108,7 @@ class WixProvider:
 
     # -- the decision core ----------------------------------------------------
     def _scrub(self, text: str) -> str:
-        secret = self._secret.reveal()
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-        return text[:_MAX_MESSAGE]
+        return scrub_secrets(text, [self._secret.reveal()])[:_MAX_MESSAGE]
 
     def _token_request(self, key: TokenKey) -> httpx2.Request:
         if key.app_id != self.app_id:
