@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from tokenbroker.cli import main
+from tokenbroker.settings import default_store_path
 from tokenbroker.testing.emulator import WixEmulator
 from tokenbroker.testing.webhooks import make_key_pair
 
@@ -61,3 +63,35 @@ class TestDoctor:
         result = CliRunner().invoke(main, ["doctor"], env=env)
         assert result.exit_code == 1
         assert "✗ webhooks:" in result.stdout
+
+
+class TestPrivateFiles:
+    def test_a_new_default_store_is_private_and_passes(
+        self, wix_emulator: WixEmulator, tmp_path: Path
+    ) -> None:
+        env: dict[str, str | None] = {
+            **env_for(wix_emulator, ""),
+            "TOKENBROKER_STORE": None,
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+        }
+        result = CliRunner().invoke(main, ["doctor"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "✓ file permissions:" in result.stdout
+        path = default_store_path({"XDG_DATA_HOME": str(tmp_path / "data")})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+    def test_a_store_file_readable_by_others_fails_the_check(
+        self, wix_emulator: WixEmulator, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "tokens.db"
+        env = env_for(wix_emulator, f"sqlite:///{path}")
+        assert CliRunner().invoke(main, ["doctor"], env=env).exit_code == 0
+        path.chmod(0o644)
+        result = CliRunner().invoke(main, ["doctor"], env=env)
+        assert result.exit_code == 1, result.output
+        line = next(x for x in result.stdout.splitlines() if "file permissions" in x)
+        assert line.startswith("✗ file permissions:")
+        assert f"{path} is mode 0644" in line
+        assert "chmod 600" in line
+        assert "✓ store:" in result.stdout  # the store itself still works

@@ -63,3 +63,22 @@ class TestANewEventLoopPerCall:
             return len(http._aclients)
 
         assert asyncio.run(main()) == 0
+
+
+class TestTheLoopCloseHook:
+    def test_it_lets_go_of_every_loop_it_served(self) -> None:
+        from tokenbroker.core import loops
+
+        ran: list[int] = []
+
+        async def main(n: int) -> None:
+            async def release() -> None:
+                ran.append(n)
+
+            loops.on_loop_close(release)
+
+        for n in range(20):
+            asyncio.run(main(n))
+        gc.collect()
+        assert ran == list(range(20))
+        assert len(loops._parked) == 0

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from tokenbroker.backends.sql import SCHEMA_VERSION, SQLStore
-from tokenbroker.core.errors import ConfigError, StorageError
+from tokenbroker.core.errors import ConfigError, StorageError, StoreUnavailable
 from tokenbroker.core.installation import Installation
 from tokenbroker.core.token import Token, TokenKey
 from tokenbroker.testing.conformance import StoreConformance
@@ -632,7 +632,7 @@ class TestLostConnections:
             token = make_token(new_key())
             with (
                 caplog.at_level(logging.INFO, logger="tokenbroker.store"),
-                pytest.raises(StorageError, match="put_token"),
+                pytest.raises(StoreUnavailable, match="put_token"),  # an outage, told
             ):
                 store.put_token(token)
             assert not any(RAN_AGAIN in r.getMessage() for r in caplog.records)

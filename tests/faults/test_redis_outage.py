@@ -2,7 +2,7 @@
 
 While it is down the broker is degraded: near-cache tokens keep being served, a
 miss is fetched from the emulator directly (one request for many threads), the
-registry refuses with ``StorageError`` (a webhook would get 503 and Wix would
+registry refuses with ``StoreUnavailable`` (a webhook would get 503 and Wix would
 retry), and the degraded hook fires once. The first store call after the
 restart ends it. The server keeps nothing on disk, so the registry is not
 expected to survive the restart; what the broker wrote afterwards must be there.
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tokenbroker import StorageError, TokenBroker
+from tokenbroker import StoreUnavailable, TokenBroker
 from tokenbroker.testing.emulator import WixEmulator
 
 from .conftest import (
@@ -85,17 +85,18 @@ class TestRedisKilledMidRun:
         assert outcomes.errors == [], outcomes.errors
         assert len({t.access_token for t in outcomes.results}) == 1
         assert requests.count == 1
-        assert broker.engine.degraded is not None
+        assert isinstance(broker.engine.degraded, StoreUnavailable)
         assert len(hooks.degraded) == 1
         assert hooks.degraded[0][0] == broker.store.url
+        assert isinstance(hooks.degraded[0][1], StoreUnavailable)
         assert hooks.recovered == []
 
         # the registry refuses rather than pretends: a webhook gets 503, Wix retries
-        with pytest.raises(StorageError):
+        with pytest.raises(StoreUnavailable):
             broker.installations()
-        with pytest.raises(StorageError):
+        with pytest.raises(StoreUnavailable):
             broker.add_installation(AFTER)
-        with pytest.raises(StorageError):
+        with pytest.raises(StoreUnavailable):
             broker.get_installation(WARM)
 
         # served from the near cache all along, still one degraded report
@@ -129,7 +130,7 @@ class TestRedisKilledMidRun:
         assert near is not None
         for _ in range(2):
             redis_server.kill()
-            with pytest.raises(StorageError):
+            with pytest.raises(StoreUnavailable):
                 broker.installations()
             guard.token(MISS)  # first miss: degrades
             near.clear()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
 
 import attrs
 
@@ -80,6 +83,8 @@ def _store_checks(broker: object) -> list[Check]:
         return [Check("store", False, str(exc))]
     checks = [Check("store", True, f"{store.url} answers; {count} active installation(s)")]
     inner = getattr(store, "inner", store)
+    if isinstance(inner, SQLStore) and inner.sqlite_path is not None:
+        checks.append(_private_files_check(inner.sqlite_path))
     if isinstance(inner, SQLStore):
         found = inner.schema_version()
         if found == SCHEMA_VERSION:
@@ -93,6 +98,30 @@ def _store_checks(broker: object) -> list[Check]:
                 )
             )
     return checks
+
+
+# SQLite's siblings of the database file: they hold its pages, tokens included.
+_SQLITE_SIBLINGS: Final = ("-wal", "-shm", "-journal")
+
+
+def _private_files_check(path: Path) -> Check:
+    """The SQLite files hold tokens: none may be open to the group or to others."""
+    exposed = []
+    for candidate in (path, *(path.with_name(path.name + end) for end in _SQLITE_SIBLINGS)):
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+        except OSError:
+            continue  # not there (SQLite removes its siblings when the last connection closes)
+        if mode & 0o077:
+            exposed.append(f"{candidate} is mode {mode:04o}")
+    if exposed:
+        return Check(
+            "file permissions",
+            False,
+            f"{'; '.join(exposed)}: readable or writable by group or others, and it "
+            f"holds tokens; run chmod 600 {path}* (and chmod 700 {path.parent})",
+        )
+    return Check("file permissions", True, f"{path} is private to its owner")
 
 
 def _encryption_check(enabled: bool) -> Check:

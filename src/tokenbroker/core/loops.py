@@ -40,6 +40,10 @@ async def _run_at_shutdown(callback: Closer) -> AsyncGenerator[None, None]:
             await callback()
         except Exception:  # a failing close must not hide the loop's own shutdown
             log.warning("releasing a per-loop resource failed", exc_info=True)
+        # The parked generators hold the loop (through its asyncgen hooks), so the
+        # weak key alone would never let go of it: forget the loop here.
+        with _lock:
+            _parked.pop(asyncio.get_running_loop(), None)
 
 
 def on_loop_close(callback: Closer) -> None:

@@ -3,7 +3,8 @@
 One store over redis-py, with native clients on both sides: ``redis.Redis``
 for the sync methods and ``redis.asyncio.Redis`` for the async twins (one per
 event loop). ``urls`` reads the URL, ``clients`` builds and keeps the clients,
-``ops`` are the typed commands the flows of ``store`` ask for, ``scripts``
+``ports`` wraps each as the typed commands (``ops``) the flows of ``store``
+ask for, ``failures`` tells an outage from a misconfiguration, ``scripts``
 the Lua compare-and-sets, ``values`` the stored bytes.
 
 Key layout (``P`` is the key prefix, ``tokenbroker:`` unless the constructor or

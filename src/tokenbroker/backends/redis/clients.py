@@ -3,22 +3,24 @@ Sentinel or Cluster), kept, closed, and their errors turned into clean ones.
 
 One sync client serves every thread. redis.asyncio connections are bound to
 the loop that made them, so each event loop gets an async client of its own,
-held weakly by its loop. Each client comes wrapped in a port that implements
-the ``ops`` Protocols; ``run``/``arun`` drive a flow on one and turn redis-py
-errors into ``StorageError`` messages without passwords or client reprs.
+closed and forgotten when that loop shuts down (``core.loops``). Each client
+comes wrapped in a port that implements the ``ops`` Protocols; ``run``/``arun``
+drive a flow on one and turn redis-py errors into ``StoreUnavailable`` (an
+outage) or ``StorageError`` (anything else; see ``failures``) messages without
+passwords or client reprs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, TypeAlias, TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, TypeVar
 
-import attrs
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
@@ -28,22 +30,22 @@ import redis.cluster
 import redis.retry
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError
 
-from ...core.errors import ConfigError, StorageError
+from ...core.errors import ConfigError, StorageError, StoreUnavailable
 from ...core.flow import Flow, run_async, run_sync
+from ...core.loops import on_loop_close
 from ..urls import scrub
+from .failures import diagnose
 from .ops import AsyncCommands, Commands
-from .scripts import SCRIPTS, ScriptName
+from .ports import AsyncClient, AsyncPort, SyncClient, SyncPort
+from .scripts import SCRIPTS
 from .urls import RedisTarget
-from .values import WRONG_TYPE, Raw
 
-__all__ = ["DRIVER_ERRORS", "AsyncPort", "Clients", "SyncPort"]
+__all__ = ["DRIVER_ERRORS", "AsyncPort", "Clients", "SyncClient", "SyncPort"]
 
 log = logging.getLogger("tokenbroker.store")
 
-SyncClient: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
-AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT: Final = 5.0
@@ -52,84 +54,13 @@ DRIVER_ERRORS: Final = (RedisError, RedisClusterException, OSError)
 _MAX_REASON: Final = 300
 
 
-def _is_wrong_type(error: ResponseError) -> bool:
-    return str(error).startswith("WRONGTYPE")
+def _releaser(clients: weakref.ref[Clients]) -> Callable[[], Awaitable[None]]:
+    async def release() -> None:
+        found = clients()
+        if found is not None:
+            await found.release_loop()
 
-
-@attrs.define
-class SyncPort:
-    """A sync client as ``ops.Commands``, with what closes it."""
-
-    client: SyncClient
-    scripts: dict[ScriptName, Any]
-    closers: list[Callable[[], None]] = attrs.field(factory=list)
-
-    def get(self, key: str) -> Raw:
-        try:
-            raw = cast("bytes | None", self.client.get(key))
-        except ResponseError as error:
-            if _is_wrong_type(error):
-                return WRONG_TYPE
-            raise
-        return raw
-
-    def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return list(self.client.mget(keys))  # type: ignore[arg-type]
-
-    def delete(self, key: str) -> int:
-        return int(self.client.delete(key))
-
-    def set_nx_px(self, key: str, value: str, ttl_ms: int) -> bool:
-        return bool(self.client.set(key, value, nx=True, px=ttl_ms))
-
-    def members_after(self, key: str, after: bytes | None, count: int) -> list[bytes]:
-        low = b"-" if after is None else b"(" + after
-        return list(self.client.zrangebylex(key, low, b"+", start=0, num=count))  # type: ignore[arg-type]
-
-    def script(self, name: ScriptName, keys: Sequence[str], args: Sequence[Any]) -> int:
-        return int(self.scripts[name](keys=keys, args=args))
-
-    def close(self) -> None:
-        for close in self.closers:
-            close()
-
-
-@attrs.define
-class AsyncPort:
-    """An asyncio client as ``ops.AsyncCommands``, with what closes it."""
-
-    client: AsyncClient
-    scripts: dict[ScriptName, Any]
-    closers: list[Callable[[], Any]] = attrs.field(factory=list)
-
-    async def get(self, key: str) -> Raw:
-        try:
-            raw = cast("bytes | None", await self.client.get(key))
-        except ResponseError as error:
-            if _is_wrong_type(error):
-                return WRONG_TYPE
-            raise
-        return raw
-
-    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return list(await self.client.mget(keys))  # type: ignore[arg-type]
-
-    async def delete(self, key: str) -> int:
-        return int(await self.client.delete(key))
-
-    async def set_nx_px(self, key: str, value: str, ttl_ms: int) -> bool:
-        return bool(await self.client.set(key, value, nx=True, px=ttl_ms))
-
-    async def members_after(self, key: str, after: bytes | None, count: int) -> list[bytes]:
-        low = b"-" if after is None else b"(" + after
-        return list(await self.client.zrangebylex(key, low, b"+", start=0, num=count))  # type: ignore[arg-type]
-
-    async def script(self, name: ScriptName, keys: Sequence[str], args: Sequence[Any]) -> int:
-        return int(await self.scripts[name](keys=keys, args=args))
-
-    async def aclose(self) -> None:
-        for close in self.closers:
-            await close()
+    return release
 
 
 class Clients:
@@ -191,7 +122,12 @@ class Clients:
         return reason[:_MAX_REASON]
 
     def storage_error(self, what: str, error: BaseException) -> StorageError:
-        return StorageError(f"{what} failed on {self.url}: {self.reason(error)}")
+        """``StoreUnavailable`` for an outage, else a plain ``StorageError``, saying
+        what failed, where, what is wrong when known, and redis-py's reason."""
+        diagnosis = diagnose(error)
+        problem = f"{diagnosis.problem}: " if diagnosis.problem else ""
+        message = f"{what} failed on {self.url}: {problem}{self.reason(error)}"
+        return StoreUnavailable(message) if diagnosis.outage else StorageError(message)
 
     # --- the clients -------------------------------------------------------------
 
@@ -204,21 +140,68 @@ class Clients:
                 port = self._port
         return port
 
+    @property
+    def loops_served(self) -> int:
+        """How many event loops hold an async client of this store now."""
+        with self._alock:
+            return len(self._aports)
+
     def async_port(self) -> AsyncPort:
         loop = asyncio.get_running_loop()
         with self._alock:  # loops in several threads may share the store
             port = self._aports.get(loop)
             if port is None:
                 port = self._aports[loop] = self.new_async_port()
+                made = True
+            else:
+                made = False
+        if made:
+            # A loop per asyncio.run() would otherwise leave a client, its
+            # sockets and the loop itself behind each time. Weakly: a store
+            # dropped before the loop ends need not live on for it.
+            on_loop_close(_releaser(weakref.ref(self)))
         return port
 
+    async def release_loop(self) -> None:
+        """Close and forget the running loop's client (at that loop's shutdown)."""
+        loop = asyncio.get_running_loop()
+        with self._alock:
+            port = self._aports.pop(loop, None)
+        if port is not None:
+            await self._aclose_port(port)
+
+    async def _aclose_port(self, port: AsyncPort) -> None:
+        try:
+            await port.aclose()
+        except DRIVER_ERRORS as error:
+            log.debug("closing %s: %s", self.url, self.reason(error))
+
     def close(self) -> None:
-        """Close the sync client; drop the async clients of loops already closed."""
+        """Close the sync client and every async client that can be closed now.
+
+        An async client is closed on its own loop: loops running in other
+        threads are asked to close theirs, and clients of closed loops are
+        dropped (their sockets close as they are collected). A loop that is
+        idle, or the caller's own, keeps its client until it shuts down (or
+        calls ``aclose()``).
+        """
         with self._lock:
             port, self._port = self._port, None
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
         with self._alock:
             for loop in [loop for loop in self._aports if loop.is_closed()]:
                 del self._aports[loop]
+            elsewhere = [
+                (loop, self._aports.pop(loop))
+                for loop in list(self._aports)
+                if loop is not current and loop.is_running()
+            ]
+        for loop, aport in elsewhere:
+            with contextlib.suppress(RuntimeError):  # it closed meanwhile
+                asyncio.run_coroutine_threadsafe(self._aclose_port(aport), loop)
         if port is not None:
             try:
                 port.close()
@@ -226,15 +209,8 @@ class Clients:
                 log.debug("closing %s: %s", self.url, self.reason(error))
 
     async def aclose(self) -> None:
-        """Close this event loop's client, then the sync client."""
-        loop = asyncio.get_running_loop()
-        with self._alock:
-            port = self._aports.pop(loop, None)
-        if port is not None:
-            try:
-                await port.aclose()
-            except DRIVER_ERRORS as error:
-                log.debug("closing %s: %s", self.url, self.reason(error))
+        """Close this event loop's client, then everything ``close`` does."""
+        await self.release_loop()
         self.close()
 
     def _options(self, retry: object) -> dict[str, Any]:

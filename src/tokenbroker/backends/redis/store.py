@@ -71,9 +71,11 @@ class RedisStore:
     """Tokens, leases and installations in Redis, shared by every process.
 
     Thread-safe: the sync client's connection pool serves every thread. Each
-    event loop that uses the store gets its own asyncio client; ``aclose()``
-    closes the calling loop's client (and the sync one), ``close()`` the sync
-    client only. The store stays usable after either: clients are made anew.
+    event loop that uses the store gets its own asyncio client, closed when
+    that loop shuts down; ``aclose()`` closes the calling loop's client and
+    then does what ``close()`` does: close the sync client and the clients of
+    loops running in other threads. The store stays usable after either:
+    clients are made anew.
 
     ``client_options`` go to both redis-py clients (``max_connections``,
     ``health_check_interval``, and for Sentinel ``sentinel_kwargs``, …); the
@@ -150,9 +152,10 @@ class RedisStore:
     def close(self) -> None:
         """Close the sync client's connections (a later call opens new ones).
 
-        An async client can only be closed on its own loop: async code calls
-        ``aclose()`` on each loop that used the store. Clients of loops that
-        are closed already are dropped here.
+        An async client can only be closed on its own loop: each is closed when
+        its loop shuts down (``asyncio.run`` does that), loops running in other
+        threads are asked to close theirs now, and clients of loops closed
+        already are dropped.
         """
         self._clients.close()
 

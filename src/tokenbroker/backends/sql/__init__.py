@@ -2,7 +2,8 @@
 
 ``store`` holds ``SQLStore``; ``schema`` its tables, version and upgrades;
 ``statements`` the statements and rows; ``engines`` the per-dialect engine
-setup; ``transactions`` running work with retries and clean errors. Times
+setup; ``transactions`` running work with retries and clean errors;
+``failures`` which of those errors are outages and which misconfigurations. Times
 are stored as integer microseconds since the epoch (see ``..codec``); the
 URL query may carry ``table_prefix=…`` to keep several deployments in one
 database.

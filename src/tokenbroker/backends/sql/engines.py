@@ -23,6 +23,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.pool import PoolResetState, StaticPool
 
 from ...core.errors import ConfigError, StorageError
+from .failures import PERMISSION, READ_ONLY
 
 __all__ = ["ENDED", "SQLITE_BUSY_TIMEOUT_MS", "Engines", "create_engines", "is_transient"]
 
@@ -115,7 +116,10 @@ def _sqlite_engines(url: URL, options: dict[str, Any], printable: str) -> Engine
         path = Path(database)
     options["connect_args"] = {**connect_args, **options.get("connect_args", {})}
     engine = _make_engine(url, options, printable)
-    _sqlite_transactions(engine)
+    # A ``timeout`` given in connect_args is the busy timeout too: pysqlite's own
+    # wait and SQLite's busy handler then agree on how long a lock may block us.
+    busy_s = options["connect_args"].get("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+    _sqlite_transactions(engine, busy_ms=max(int(float(busy_s) * 1000), 0))
     return Engines(
         engine,
         # Reads of one statement skip BEGIN (the hook reads the option).
@@ -161,25 +165,58 @@ def is_transient(error: exc.DBAPIError) -> bool:
 
 
 def prepare_sqlite_path(path: Path | None) -> None:
-    """Create the directory of a SQLite file; a ``StorageError`` if it cannot be used."""
+    """Make a SQLite file ready to open; a ``StorageError`` saying why it cannot be.
+
+    Tokens are secrets: a directory made here is 0700 and a new database file
+    0600, and SQLite gives its -wal, -shm and -journal files the database
+    file's mode. Existing files and directories keep theirs (``tokenbroker
+    doctor`` warns about open ones).
+    """
     if path is None:
         return
     parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StorageError(
-            f"SQLite database {path}: cannot create directory {parent}: "
-            f"{error.strerror or type(error).__name__}"
-        ) from None
+    if not parent.is_dir():
+        try:
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"SQLite database {path}: cannot create directory {parent}: "
+                f"{error.strerror or type(error).__name__}"
+            ) from None
     if not parent.is_dir():
         raise StorageError(f"SQLite database {path}: {parent} is not a directory")
-    target = path if path.exists() else parent
-    if not os.access(target, os.R_OK | os.W_OK):
-        raise StorageError(f"SQLite database {path}: {target} is not writable")
+    if path.is_dir():
+        raise StorageError(f"SQLite database {path} is a directory, not a database file")
+    # os.access answers for the real user, root included: an immutable file
+    # (chattr +i) or a read-only mount is refused to root too.
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"SQLite database {path}: {READ_ONLY}: cannot create files in {parent} "
+            "(SQLite keeps its -wal and -shm files next to the database)"
+        )
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise StorageError(f"SQLite database {path}: {PERMISSION}: cannot read {path}")
+        if not os.access(path, os.W_OK):
+            raise StorageError(f"SQLite database {path}: {READ_ONLY}: {path} is not writable")
+        return
+    _create_private(path)
 
 
-def _sqlite_transactions(engine: Engine) -> None:
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 (SQLite takes an empty file as a new database)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process made it first
+    except OSError as error:
+        raise StorageError(
+            f"SQLite database {path}: cannot create it: {error.strerror or type(error).__name__}"
+        ) from None
+    os.close(fd)
+
+
+def _sqlite_transactions(engine: Engine, *, busy_ms: int) -> None:
     """SQLAlchemy's recipe for pysqlite: we emit BEGIN ourselves.
 
     Writes start with BEGIN IMMEDIATE, taking the write lock up front, so two
@@ -193,7 +230,7 @@ def _sqlite_transactions(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             # busy_timeout first: switching to WAL needs a lock another process may hold.
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:

@@ -23,6 +23,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
@@ -113,6 +114,12 @@ class SQLStore(ThreadedAsyncMixin):
         engine of autocommit connections made from the same URL and options.
         """
         return self._tx.engines.engine
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, for a store on one (``None`` for servers,
+        in-memory databases and ``file:`` URIs)."""
+        return self._tx.engines.sqlite_path
 
     @property
     def table_names(self) -> list[str]:

@@ -4,8 +4,9 @@ Work is a function of a ``Connection``. It runs in one short transaction, or
 for a read of one statement on an autocommit connection; again when the
 server asks (deadlocks, serialization failures) or when its pooled
 connection turns out dead; and every driver error leaves as a
-``StorageError`` naming the redacted URL, with the URL's passwords scrubbed
-from the driver's message.
+``StorageError`` naming the redacted URL and what is wrong, with the URL's
+passwords scrubbed from the driver's message: ``StoreUnavailable`` for an
+outage, a plain ``StorageError`` for everything else (see ``failures``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import attrs
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
-from ...core.errors import StorageError
+from ...core.errors import StorageError, StoreUnavailable
 from ..urls import scrub
 from .engines import ENDED, Engines, is_transient
+from .failures import diagnose
 
 __all__ = ["Transactions"]
 
@@ -42,12 +44,17 @@ class Transactions:
     passwords: tuple[str, ...] = attrs.field(repr=False)
 
     def storage_error(self, what: str, error: BaseException) -> StorageError:
+        """``StoreUnavailable`` for an outage, else a plain ``StorageError``; both
+        say what failed, where, what is wrong when known, and the driver's reason."""
         cause = getattr(error, "orig", None) or error
         lines = str(cause).strip().splitlines()
         # The first line says what went wrong; drivers append SQL and parameters.
         reason = scrub(lines[0], self.passwords) if lines else ""
         name = type(cause).__name__
-        return StorageError(f"{what} failed on {self.url}: {name}: {reason}"[:_MAX_MESSAGE])
+        diagnosis = diagnose(error, self.engines.engine.dialect.name)
+        problem = f"{diagnosis.problem}: " if diagnosis.problem else ""
+        message = f"{what} failed on {self.url}: {problem}{name}: {reason}"[:_MAX_MESSAGE]
+        return StoreUnavailable(message) if diagnosis.outage else StorageError(message)
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Connection]:
