@@ -474,7 +474,7 @@ class TestFaultInjection:
         with pytest.raises(ValueError, match="Expecting value"):
             response.json()
 
-    def test_rate_limit_next_sends_429_with_retry_after(
+    def test_rate_limit_next_sends_429_with_retry_after_in_whole_seconds_rounded_up(
         self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
         emulator.rate_limit_next(3)
@@ -485,7 +485,7 @@ class TestFaultInjection:
 
         assert_wix_error(whole, 429)
         assert whole.headers["retry-after"] == "3"
-        assert fraction.headers["retry-after"] == "0.5"
+        assert fraction.headers["retry-after"] == "1"
         assert_wix_error(absent, 429)
         assert "retry-after" not in absent.headers
 

@@ -2,8 +2,8 @@
 
 No network reaches Wix from the places tokenbroker is built and tested, so every HTTP
 test of the Wix provider runs against this emulator instead. It listens on a real
-socket (``http.server.ThreadingHTTPServer`` in a daemon thread) so the code under test
-exercises its real transport: connection pools, keep-alive, timeouts, concurrency.
+socket (a thread per connection) so the code under test exercises its real transport:
+connection pools, keep-alive, timeouts, concurrency.
 
 It answers the way DESIGN.md says Wix does:
 
@@ -13,18 +13,23 @@ It answers the way DESIGN.md says Wix does:
 
 and lets a test inject faults (errors, non-JSON answers, 429s, slow answers), revoke
 tokens, move time through an injected clock, hold requests in flight, and count what
-it received.
+it received. It reads requests as strictly as a real server: malformed ones get a 400
+(or the status HTTP prescribes), bodies are bounded, and a connection that does not
+deliver its request in time is closed. Every knob checks its value when it is set.
 
-The package depends only on the standard library and ``attrs`` so that it can be
-used, or run as ``tokenbroker emulator``, without the rest of the package. Its
-modules: ``server`` (HTTP, knowing nothing of Wix), ``responses`` (Wix's answer
-shapes), ``endpoints`` (Wix's records and endpoints) and ``state`` (the
-:class:`WixEmulator` a test drives).
+Its modules import only the standard library and ``attrs``, nothing else of
+tokenbroker, so the emulator never depends on the code it tests; importing it still
+runs ``tokenbroker/__init__``, so it is used with tokenbroker installed. The modules:
+``wire`` (reading HTTP/1.1 requests, strictly), ``server`` (connections, knowing
+nothing of Wix), ``responses`` (Wix's answer shapes), ``endpoints`` (Wix's records and
+endpoints), ``faults`` (the injected faults), ``checks`` (knob values) and ``state``
+(the ``WixEmulator`` a test drives).
 """
 
 from __future__ import annotations
 
 from .endpoints import BI_EVENT_ENDPOINT, ENDPOINTS, INSTANCE_ENDPOINT, TOKEN_ENDPOINT
+from .server import BindError
 from .state import WixEmulator
 
 __all__ = [
@@ -32,5 +37,6 @@ __all__ = [
     "ENDPOINTS",
     "INSTANCE_ENDPOINT",
     "TOKEN_ENDPOINT",
+    "BindError",
     "WixEmulator",
 ]

@@ -1,12 +1,13 @@
 """Wix's three endpoints, and the installations and tokens they answer from.
 
-``_WixEndpoints`` is the base of :class:`~.state.WixEmulator`: it holds what the
+``_WixEndpoints`` is the base of ``WixEmulator`` (in ``state``): it holds what the
 emulated Wix knows (app credentials, installations, issued tokens, BI events) and turns
 a parsed request into Wix's answer. Routing, faults and timing are the emulator's.
 """
 
 from __future__ import annotations
 
+import collections
 import hmac
 import json
 import secrets
@@ -19,6 +20,7 @@ from typing import Any, Final
 
 import attrs
 
+from . import checks
 from .responses import _JSON, _bad_request, _error, _json_response, _unauthorized
 from .server import _Request, _Response
 
@@ -53,42 +55,70 @@ class _IssuedToken:
     revoked: bool = False
 
 
-def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.alias} must not be negative, got {value}")
+def checked(check: Callable[[str, Any], object]) -> Callable[[Any, Any, Any], None]:
+    """An attrs validator from one of ``checks``, naming the knob as it is passed."""
+
+    def validate(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check(attribute.alias or attribute.name, value)
+
+    return validate
 
 
-@attrs.define(eq=False)
+def _callable(name: str, value: object) -> None:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {value!r}")
+
+
+def _max_tokens(name: str, value: object) -> None:
+    checks.integer(name, value, low=1)
+
+
+def _parse_json(body: bytes) -> tuple[Any, _Response | None]:
+    """The body's JSON value, or the 400 to answer; nesting too deep for the parser is a 400."""
+    try:
+        return json.loads(body), None
+    except (ValueError, RecursionError):
+        return None, _bad_request("INVALID_JSON", "The request body is not valid JSON")
+
+
+@attrs.define(eq=False, repr=False)
 class _WixEndpoints:
     """The Wix half of the emulator; what changes is guarded by ``_lock``."""
 
-    _app_id: str = attrs.field(default="demo-app-id")
-    _app_secret: str = attrs.field(default="demo-app-secret", repr=False)
-    _token_lifetime: int = attrs.field(default=14400, kw_only=True, validator=_non_negative)
-    _clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True, repr=False)
+    _app_id: str = attrs.field(default="demo-app-id", validator=checked(checks.text))
+    _app_secret: str = attrs.field(default="demo-app-secret", validator=checked(checks.text))
+    _token_lifetime: float = attrs.field(
+        default=14400, kw_only=True, validator=checked(checks.positive)
+    )
+    _clock: Callable[[], float] = attrs.field(
+        default=time.time, kw_only=True, validator=checked(_callable)
+    )
+    # Issued tokens are remembered up to this many, the oldest forgotten first, so a
+    # long-running emulator does not grow without bound.
+    _max_tokens: int = attrs.field(default=10_000, kw_only=True, validator=checked(_max_tokens))
 
     # The emulator's only lock: the subclass builds its condition on it, so one hold
     # covers these records and its counters alike (reset_counters clears both at once).
-    _lock: threading.Lock = attrs.field(init=False, repr=False, factory=threading.Lock)
-    _installations: dict[str, _Installation] = attrs.field(init=False, repr=False, factory=dict)
-    _tokens: dict[str, _IssuedToken] = attrs.field(init=False, repr=False, factory=dict)
-    _tokens_by_instance: dict[str, list[str]] = attrs.field(init=False, repr=False, factory=dict)
-    _bi_events: list[tuple[str, str]] = attrs.field(init=False, repr=False, factory=list)
+    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _installations: dict[str, _Installation] = attrs.field(init=False, factory=dict)
+    # In issue order (dicts keep it), so the first is the one to forget.
+    _tokens: dict[str, _IssuedToken] = attrs.field(init=False, factory=dict)
+    _tokens_by_instance: dict[str, collections.deque[str]] = attrs.field(init=False, factory=dict)
+    _bi_events: list[tuple[str, str]] = attrs.field(init=False, factory=list)
 
     @property
     def app_id(self) -> str:
         return self._app_id
 
     @property
-    def token_lifetime(self) -> int:
-        """``expires_in`` given to tokens issued from now on."""
+    def token_lifetime(self) -> float:
+        """``expires_in`` given to tokens issued from now on: seconds, finite, positive."""
         with self._lock:
             return self._token_lifetime
 
     @token_lifetime.setter
-    def token_lifetime(self, value: int) -> None:
-        if value < 0:
-            raise ValueError(f"token_lifetime must not be negative, got {value}")
+    def token_lifetime(self, value: float) -> None:
+        checks.positive("token_lifetime", value)
         with self._lock:
             self._token_lifetime = value
 
@@ -103,7 +133,13 @@ class _WixEndpoints:
         site_display_name: str = "Demo Site",
     ) -> None:
         """Install the app on an instance (again, if it was installed before)."""
-        if site_id is None:
+        checks.text("instance_id", instance_id)
+        for name, value in (("app_name", app_name), ("site_display_name", site_display_name)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        if site_id is not None:
+            checks.text("site_id", site_id)
+        else:
             # Stable per instance, so a test can predict it without passing one.
             site_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"wix-emulator:{instance_id}"))
         with self._lock:
@@ -141,7 +177,11 @@ class _WixEndpoints:
             self._tokens[token].revoked = True
 
     def issued_tokens_for(self, instance_id: str) -> list[str]:
-        """Every token issued for the instance, oldest first, revoked or expired too."""
+        """The tokens issued for the instance, oldest first, revoked or expired too.
+
+        Only the newest ``max_tokens`` tokens (across all instances) are remembered;
+        a forgotten token is unknown to the endpoints, as a purged one is to Wix.
+        """
         with self._lock:
             return list(self._tokens_by_instance.get(instance_id, ()))
 
@@ -151,10 +191,9 @@ class _WixEndpoints:
         media_type = (request.content_type or "").split(";", 1)[0].strip().lower()
         if media_type != _JSON:
             return _bad_request("INVALID_CONTENT_TYPE", "Content-Type must be application/json")
-        try:
-            payload = json.loads(request.body)
-        except ValueError:
-            return _bad_request("INVALID_JSON", "The request body is not valid JSON")
+        payload, refused = _parse_json(request.body)
+        if refused is not None:
+            return refused
         if not isinstance(payload, dict):
             return _bad_request("INVALID_REQUEST", "The request body must be a JSON object")
         missing = [f for f in _TOKEN_FIELDS if not (isinstance(payload.get(f), str) and payload[f])]
@@ -188,11 +227,22 @@ class _WixEndpoints:
             lifetime = self._token_lifetime
             token = "OAUTH2." + secrets.token_urlsafe(32)
             self._tokens[token] = _IssuedToken(instance_id, self._clock() + lifetime)
-            self._tokens_by_instance.setdefault(instance_id, []).append(token)
+            self._tokens_by_instance.setdefault(instance_id, collections.deque()).append(token)
+            self._forget_oldest_locked()
         return _json_response(
             HTTPStatus.OK,
             {"access_token": token, "token_type": "Bearer", "expires_in": lifetime},
         )
+
+    def _forget_oldest_locked(self) -> None:
+        while len(self._tokens) > self._max_tokens:
+            oldest = next(iter(self._tokens))
+            instance_id = self._tokens.pop(oldest).instance_id
+            # Tokens are issued in one order, so the oldest overall is its instance's oldest.
+            per_instance = self._tokens_by_instance[instance_id]
+            per_instance.popleft()
+            if not per_instance:
+                del self._tokens_by_instance[instance_id]
 
     def _authenticate(self, request: _Request) -> _Installation | _Response:
         """Find the installation a raw ``Authorization`` token belongs to."""
@@ -218,10 +268,9 @@ class _WixEndpoints:
         installation = self._authenticate(request)
         if isinstance(installation, _Response):
             return installation
-        try:
-            payload = json.loads(request.body)
-        except ValueError:
-            return _bad_request("INVALID_JSON", "The request body is not valid JSON")
+        payload, refused = _parse_json(request.body)
+        if refused is not None:
+            return refused
         event = payload.get("eventName") if isinstance(payload, dict) else None
         if event != _FINISHED_CONFIGURATION:
             return _bad_request(

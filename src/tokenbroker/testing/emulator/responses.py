@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Final
@@ -54,14 +55,14 @@ def _bad_request(code: str, description: str) -> _Response:
     return _error(HTTPStatus.BAD_REQUEST, "Bad Request", code, description)
 
 
-def _unparsable_request(status: int, message: str | None) -> _Response:
-    """What Wix's error shape says for a request http.server could not parse."""
+def _refusal(status: int, message: str) -> _Response:
+    """Wix's error shape for a request the server refused (malformed, too big, too slow)."""
     try:
         known = HTTPStatus(status)
         phrase, name = known.phrase, known.name
     except ValueError:
         phrase, name = "Error", f"ERROR_{status}"
-    return _error(status, phrase, name, message or phrase)
+    return _error(status, phrase, name, message)
 
 
 def _failure(
@@ -114,4 +115,6 @@ def _merge_headers(
 
 
 def _format_retry_after(seconds: float) -> str:
-    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+    # Retry-After is whole seconds on the wire (RFC 9110 10.2.3); rounding up never
+    # tells a client to come back sooner than asked.
+    return str(math.ceil(seconds))

@@ -1,8 +1,8 @@
 """The emulator a test drives: lifecycle, fault knobs, counters, and request dispatch.
 
-:class:`WixEmulator` adds these to the Wix records and endpoints it inherits from
-:class:`~.endpoints._WixEndpoints`, and is the :class:`~.server._Application` its
-HTTP server calls into.
+``WixEmulator`` adds these to the Wix records and endpoints it inherits from
+``endpoints._WixEndpoints``, and is the ``server._Application`` its HTTP server
+calls into.
 """
 
 from __future__ import annotations
@@ -10,28 +10,15 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
-from .endpoints import (
-    _ROUTES,
-    BI_EVENT_ENDPOINT,
-    ENDPOINTS,
-    TOKEN_ENDPOINT,
-    _non_negative,
-    _WixEndpoints,
-)
-from .responses import (
-    _bad_request,
-    _error,
-    _failure,
-    _garbage,
-    _rate_limited,
-    _unparsable_request,
-)
+from . import checks
+from .endpoints import _ROUTES, BI_EVENT_ENDPOINT, TOKEN_ENDPOINT, checked
+from .faults import _FaultInjection
+from .responses import _error, _refusal
 from .server import _EmulatorServer, _Request, _Response
 
 logger = logging.getLogger("tokenbroker.emulator")
@@ -40,61 +27,83 @@ logger = logging.getLogger("tokenbroker.emulator")
 _DRAIN_TIMEOUT: Final = 5.0
 
 
-@attrs.frozen
-class _Fault:
-    """One queued misbehaviour: a canned answer, or a delay before the real one."""
-
-    response: _Response | None
-    delay: float = 0.0
-
-
-def _check_endpoint(endpoint: str) -> None:
-    if endpoint not in ENDPOINTS:
-        raise ValueError(f"unknown endpoint {endpoint!r}; known: {sorted(ENDPOINTS)}")
+def _url_of(server: _EmulatorServer) -> str:
+    host, port = server.server_address[:2]
+    if not isinstance(host, str):
+        host = host.decode()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
-def _check_times(times: int) -> None:
-    if times < 1:
-        raise ValueError(f"times must be at least 1, got {times}")
+def _port(name: str, value: object) -> None:
+    checks.integer(name, value, low=0, high=65535)
 
 
-@attrs.define(eq=False)
-class WixEmulator(_WixEndpoints):
+@attrs.define(eq=False, repr=False)
+class WixEmulator(_FaultInjection):
     """Wix's token, BI-event and instance endpoints, with knobs for tests.
 
     Thread-safe: the HTTP handler threads and the test thread share state under one
     lock, and every delay (latency, hangs, pauses) is waited out without holding it, so
-    a slow request never blocks the others. Each request to a known endpoint is counted
-    in :attr:`calls`, including requests answered by an injected fault.
+    a slow request never blocks the others. Each request to a known endpoint with its
+    method (``POST /oauth2/token``, say) is counted in ``calls``, including requests
+    answered by an injected fault; a 404, a 405 and a request refused as malformed are
+    not counted.
+
+    It reads requests as strictly as a real server: a malformed one is answered 400 (or
+    413, 414, 431, 501, 505 where HTTP says so), bodies are at most 1 MiB, and a
+    connection that sends nothing for ``request_timeout``, or does not deliver a whole
+    request within ``request_timeout`` of its first byte, is closed (with a 408 in the
+    second case).
+
+    Args:
+        app_id: The app ID that Create Access Token accepts.
+        app_secret: The app secret it accepts.
+        token_lifetime: ``expires_in`` of issued tokens, in seconds (finite, positive).
+        clock: Returns the time in seconds; tokens expire by it (default ``time.time``).
+        max_tokens: Issued tokens remembered, the oldest forgotten first (at least 1).
+        latency: Seconds every request waits before it is answered (finite, at least 0).
+        host: The address to listen on.
+        port: The port to listen on; 0 picks a free one.
+        request_timeout: Seconds a connection may stay idle, and then has to deliver
+            each whole request from its first byte, before it is closed (finite,
+            positive). Tests of slow clients set it low.
     """
 
-    _latency: float = attrs.field(default=0.0, kw_only=True, validator=_non_negative)
-    _host: str = attrs.field(default="127.0.0.1", kw_only=True)
-    _port: int = attrs.field(default=0, kw_only=True)
+    _latency: float = attrs.field(default=0.0, kw_only=True, validator=checked(checks.non_negative))
+    _host: str = attrs.field(default="127.0.0.1", kw_only=True, validator=checked(checks.text))
+    _port: int = attrs.field(default=0, kw_only=True, validator=checked(_port))
+    _request_timeout: float = attrs.field(
+        default=10.0, kw_only=True, validator=checked(checks.positive)
+    )
 
     # Signalled (under _lock) whenever in-flight counts, the pause gate or the running
     # state change, so waiters observe instead of polling.
-    _changed: threading.Condition = attrs.field(init=False, repr=False)
-    _lifecycle: threading.RLock = attrs.field(init=False, repr=False, factory=threading.RLock)
-    _stopping: threading.Event = attrs.field(init=False, repr=False, factory=threading.Event)
-    _server: _EmulatorServer | None = attrs.field(init=False, repr=False, default=None)
-    _thread: threading.Thread | None = attrs.field(init=False, repr=False, default=None)
+    _changed: threading.Condition = attrs.field(init=False)
+    _lifecycle: threading.RLock = attrs.field(init=False, factory=threading.RLock)
+    _stopping: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _server: _EmulatorServer | None = attrs.field(init=False, default=None)
+    _thread: threading.Thread | None = attrs.field(init=False, default=None)
 
-    _faults: dict[str, collections.deque[_Fault]] = attrs.field(init=False, repr=False)
-    _calls: collections.Counter[str] = attrs.field(
-        init=False, repr=False, factory=collections.Counter
-    )
-    _in_flight: int = attrs.field(init=False, repr=False, default=0)
-    _peak_concurrency: int = attrs.field(init=False, repr=False, default=0)
-    _paused: bool = attrs.field(init=False, repr=False, default=False)
+    _calls: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
+    _in_flight: int = attrs.field(init=False, default=0)
+    _peak_concurrency: int = attrs.field(init=False, default=0)
+    _paused: bool = attrs.field(init=False, default=False)
 
     @_changed.default
     def _make_condition(self) -> threading.Condition:
         return threading.Condition(self._lock)
 
-    @_faults.default
-    def _make_fault_queues(self) -> dict[str, collections.deque[_Fault]]:
-        return {endpoint: collections.deque() for endpoint in ENDPOINTS}
+    def __repr__(self) -> str:
+        # Read without the lock: a repr must not deadlock a debugger stopped inside it.
+        server = self._server
+        url = _url_of(server) if server is not None else None
+        return (
+            f"WixEmulator(app_id={self._app_id!r}, url={url!r}, "
+            f"installed={len(self._installations)}, token_lifetime={self._token_lifetime!r}, "
+            f"latency={self._latency!r}, request_timeout={self._request_timeout!r})"
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -104,24 +113,30 @@ class WixEmulator(_WixEndpoints):
         server = self._server
         if server is None:
             raise RuntimeError("the Wix emulator is not running; call start() first")
-        host, port = server.server_address[:2]
-        if not isinstance(host, str):
-            host = host.decode()
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{port}"
+        return _url_of(server)
 
     @property
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections the server holds open now (0 when stopped)."""
+        server = self._server
+        return server.open_connections if server is not None else 0
+
     def start(self) -> str:
-        """Bind the socket and serve in a daemon thread; returns :attr:`url`."""
+        """Bind the socket and serve in a daemon thread; returns ``url``.
+
+        Raises:
+            BindError: The address cannot be listened on (the port is in use, say). It
+                is an ``OSError`` naming host and port; nothing is left running.
+        """
         with self._lifecycle:
             if self._server is not None:
                 raise RuntimeError("the Wix emulator is already running")
+            server = _EmulatorServer(self, (self._host, self._port), self._request_timeout)
             self._stopping.clear()
-            server = _EmulatorServer(self, (self._host, self._port))
             thread = threading.Thread(
                 target=server.serve_until_stopped,
                 name=f"wix-emulator-{server.server_address[1]}",
@@ -138,7 +153,9 @@ class WixEmulator(_WixEndpoints):
         """Stop serving, close every connection, and join the server thread.
 
         Idempotent. Requests still waiting out latency, a hang or a pause are woken
-        and their connections closed, so stop() does not wait for them to finish.
+        and their connections closed, so stop() does not wait for them to finish. A
+        pause ends with the server: a restarted emulator answers at once. Installations,
+        tokens, queued faults and counters are kept.
         """
         with self._lifecycle:
             server, thread = self._server, self._thread
@@ -154,10 +171,12 @@ class WixEmulator(_WixEndpoints):
             server.wait_until_drained(_DRAIN_TIMEOUT)
             self._server = None
             self._thread = None
+            with self._changed:
+                self._paused = False
         logger.debug("Wix emulator stopped")
 
     def serve_forever(self) -> None:
-        """Serve until Ctrl-C or :meth:`stop`; for the ``tokenbroker emulator`` CLI."""
+        """Serve until Ctrl-C or ``stop()``; for the ``tokenbroker emulator`` CLI."""
         if not self.running:
             self.start()
         try:
@@ -187,89 +206,17 @@ class WixEmulator(_WixEndpoints):
 
     @latency.setter
     def latency(self, value: float) -> None:
-        if value < 0:
-            raise ValueError(f"latency must not be negative, got {value}")
+        checks.non_negative("latency", value)
         with self._lock:
             self._latency = value
-
-    # -- fault injection -------------------------------------------------------------
-
-    def fail_next(
-        self,
-        status: int,
-        *,
-        body: bytes | str | Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        times: int = 1,
-        endpoint: str = TOKEN_ENDPOINT,
-    ) -> None:
-        """Answer the next ``times`` requests to ``endpoint`` with ``status``.
-
-        The default body is Wix's standard error shape for that status. A mapping is
-        sent as JSON; bytes or str are sent as they are (``text/plain`` unless
-        ``headers`` name a ``Content-Type``). Despite the name, any status from 200
-        up is allowed, so a test can also inject a 200 with a malformed body.
-        """
-        if not 200 <= status <= 599:
-            raise ValueError(f"status must be between 200 and 599, got {status}")
-        _check_endpoint(endpoint)
-        _check_times(times)
-        self._enqueue(endpoint, _Fault(_failure(status, body, headers)), times)
-
-    def garbage_next(
-        self,
-        *,
-        times: int = 1,
-        endpoint: str = TOKEN_ENDPOINT,
-        body: bytes = b"<html>oops</html>",
-        status: int = 200,
-    ) -> None:
-        """Answer with a non-JSON body, as a proxy or load balancer in the way might."""
-        if not 200 <= status <= 599:
-            raise ValueError(f"status must be between 200 and 599, got {status}")
-        _check_endpoint(endpoint)
-        _check_times(times)
-        self._enqueue(endpoint, _Fault(_garbage(status, body)), times)
-
-    def rate_limit_next(
-        self,
-        retry_after: float | None = 1,
-        *,
-        times: int = 1,
-        endpoint: str = TOKEN_ENDPOINT,
-    ) -> None:
-        """Answer 429, with ``Retry-After: <retry_after>`` unless it is ``None``."""
-        if retry_after is not None and retry_after < 0:
-            raise ValueError(f"retry_after must not be negative, got {retry_after}")
-        _check_endpoint(endpoint)
-        _check_times(times)
-        self._enqueue(endpoint, _Fault(_rate_limited(retry_after)), times)
-
-    def hang_next(self, seconds: float, *, times: int = 1, endpoint: str = TOKEN_ENDPOINT) -> None:
-        """Wait ``seconds`` (on top of latency) and then answer normally."""
-        if seconds < 0:
-            raise ValueError(f"seconds must not be negative, got {seconds}")
-        _check_endpoint(endpoint)
-        _check_times(times)
-        self._enqueue(endpoint, _Fault(None, delay=seconds), times)
-
-    def clear_faults(self) -> None:
-        """Drop every fault still queued."""
-        with self._lock:
-            for queue in self._faults.values():
-                queue.clear()
-
-    def _enqueue(self, endpoint: str, fault: _Fault, times: int) -> None:
-        with self._lock:
-            self._faults[endpoint].extend([fault] * times)
 
     # -- holding requests in flight ----------------------------------------------------
 
     def pause(self) -> None:
-        """Hold every request that arrives from now on until :meth:`resume`.
+        """Hold every request that arrives from now on until ``resume()`` (or ``stop()``).
 
         Lets a test put a known number of requests in flight at once (see
-        :meth:`wait_for_in_flight`) without relying on timing.
+        ``wait_for_in_flight``) without relying on timing.
         """
         with self._changed:
             self._paused = True
@@ -281,7 +228,13 @@ class WixEmulator(_WixEndpoints):
             self._changed.notify_all()
 
     def wait_for_in_flight(self, count: int, timeout: float | None = 5.0) -> bool:
-        """Block until at least ``count`` token requests are in flight; False on timeout."""
+        """Block until at least ``count`` token requests are in flight; False on timeout.
+
+        ``timeout`` is seconds (finite, at least 0), or None to wait as long as it takes.
+        """
+        checks.integer("count", count, low=0)
+        if timeout is not None:
+            checks.non_negative("timeout", timeout)
         with self._changed:
             return self._changed.wait_for(lambda: self._in_flight >= count, timeout)
 
@@ -295,6 +248,7 @@ class WixEmulator(_WixEndpoints):
 
     @property
     def token_requests(self) -> int:
+        """``POST /oauth2/token`` requests received (``calls["oauth2/token"]``)."""
         with self._lock:
             return self._calls[TOKEN_ENDPOINT]
 
@@ -331,9 +285,8 @@ class WixEmulator(_WixEndpoints):
         if route is None:
             return _error(HTTPStatus.NOT_FOUND, "Not Found", "NOT_FOUND", "No such endpoint")
         endpoint, method = route
-        with self._lock:
-            self._calls[endpoint] += 1
         if request.method != method:
+            # Not a call of the endpoint: Wix's router answers it, so it is not counted.
             return _error(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 "Method Not Allowed",
@@ -343,8 +296,8 @@ class WixEmulator(_WixEndpoints):
             )
         counted = endpoint == TOKEN_ENDPOINT
         with self._changed:
-            queue = self._faults[endpoint]
-            fault = queue.popleft() if queue else None
+            self._calls[endpoint] += 1
+            fault = self._next_fault_locked(endpoint)
             delay = self._latency + (fault.delay if fault is not None else 0.0)
             if counted:
                 self._in_flight += 1
@@ -355,7 +308,7 @@ class WixEmulator(_WixEndpoints):
                 self._changed.wait_for(lambda: not self._paused or self._stopping.is_set())
             if delay > 0:
                 # Waiting on the stop event, not time.sleep, so stop() is never held up.
-                self._stopping.wait(delay)
+                self._stopping.wait(min(delay, threading.TIMEOUT_MAX))
             if self._stopping.is_set():
                 return None
             if fault is not None and fault.response is not None:
@@ -371,8 +324,5 @@ class WixEmulator(_WixEndpoints):
                     self._in_flight -= 1
                     self._changed.notify_all()
 
-    def _refuse_body(self, reason: str) -> _Response:
-        return _bad_request("INVALID_REQUEST", reason)
-
-    def _refuse_request(self, status: int, message: str | None) -> _Response:
-        return _unparsable_request(status, message)
+    def _refuse_request(self, status: int, message: str) -> _Response:
+        return _refusal(status, message)
