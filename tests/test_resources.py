@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import weakref
 from pathlib import Path
 
 from tokenbroker import TokenBroker
@@ -70,15 +71,17 @@ class TestTheLoopCloseHook:
         from tokenbroker.core import loops
 
         ran: list[int] = []
+        served: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
         async def main(n: int) -> None:
             async def release() -> None:
                 ran.append(n)
 
+            served.append(weakref.ref(asyncio.get_running_loop()))
             loops.on_loop_close(release)
 
         for n in range(20):
             asyncio.run(main(n))
         gc.collect()
         assert ran == list(range(20))
-        assert len(loops._parked) == 0
+        assert [ref() for ref in served] == [None] * 20  # every loop could be freed

@@ -97,3 +97,10 @@ class TestBadPolicies:
     def test_mandatory_window_larger_than_advisory_is_refused(self) -> None:
         with pytest.raises(ConfigError, match="must not exceed"):
             RefreshPolicy(advisory_fraction=0.1, mandatory_fraction=0.2)
+
+
+class TestMinMandatorySecondsIsValidated:
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "10", True])
+    def test_anything_but_a_finite_non_negative_number_is_a_config_error(self, bad: object) -> None:
+        with pytest.raises(ConfigError, match="min_mandatory_seconds"):
+            RefreshPolicy(min_mandatory_seconds=bad)  # type: ignore[arg-type]

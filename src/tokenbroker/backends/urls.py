@@ -18,6 +18,9 @@ REDACTED: Final = "***"
 
 # scheme "://": the authority, and any userinfo, starts after it.
 _AUTHORITY_START: Final = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.\-]*://")
+# [userinfo@]host[:port][,host[:port]...][/path]: what comes before a real query.
+_HOST: Final = r"(?:\[[0-9A-Za-z:.%]*\]|[^:/@?#\s,\[\]]*)(?::\d*)?"
+_BEFORE_QUERY: Final = re.compile(rf"(?:.*@)?{_HOST}(?:,{_HOST})*(?:/[^?#@]*)?", re.DOTALL)
 _SCHEME: Final = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.\-]*):")
 # A secret in the query: "password" and anything ending in it (redis-py's
 # "ssl_password", "sentinel_password"), and the usual other spellings.
@@ -63,8 +66,7 @@ def _userinfo_end(url: str) -> tuple[int, int] | None:
         return None
     base = match.end()
     rest = url[base:]
-    masked = [m.span(2) for m in _QUERY_SECRET.finditer(rest)]
-    ats = [i for i, ch in enumerate(rest) if ch == "@" and not _inside(i, masked)]
+    ats = [i for i, ch in enumerate(rest) if ch == "@" and not _inside(i, _query_secrets(rest))]
     if not ats:
         return None
     # The last "@" ends the userinfo: the password may hold "@", "/", "?" or "#"
@@ -75,6 +77,19 @@ def _userinfo_end(url: str) -> tuple[int, int] | None:
     if colon < 0 or colon + 1 == at:
         return None  # "user@host" or "user:@host": no password to hide
     return base + colon + 1, base + at
+
+
+def _query_secrets(rest: str) -> list[tuple[int, int]]:
+    """Where query secret values stand in ``rest`` (the URL after ``://``): only in a
+    real query, one that follows ``host[:port][/path]`` (after any userinfo).
+    Otherwise the "query" is text pasted into a password (``u:ab&token=cd@h``), and
+    its ``@`` ends a userinfo.
+    """
+    # The query starts at the first "?" that can: one pasted into a password cannot.
+    for start, char in enumerate(rest):
+        if char == "?" and _BEFORE_QUERY.fullmatch(rest[:start]):
+            return [m.span(2) for m in _QUERY_SECRET.finditer(rest, start)]
+    return []
 
 
 def _inside(index: int, spans: list[tuple[int, int]]) -> bool:

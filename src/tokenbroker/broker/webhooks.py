@@ -102,7 +102,9 @@ class Webhooks:
                 raise ConfigError(
                     "webhooks need PyJWT; install it with: pip install 'tokenbroker[webhooks]'"
                 ) from None
-            self._verifier = WebhookVerifier(self._public_key, app_id=self.app_id)
+            self._verifier = WebhookVerifier(
+                self._public_key, app_id=self.app_id, clock=self._installations.clock
+            )
         return self._verifier
 
     def handle(self, body: bytes | str, *, defer_hooks: bool = False) -> WebhookOutcome:

@@ -18,6 +18,7 @@ stamped and stored with it, so a fleet does not refresh at one instant.
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Callable
 
@@ -65,8 +66,14 @@ class RefreshPolicy:
                 "RefreshPolicy.mandatory_fraction must not exceed advisory_fraction "
                 f"({self.mandatory_fraction} > {self.advisory_fraction})"
             )
-        if self.min_mandatory_seconds < 0:
-            raise ConfigError("RefreshPolicy.min_mandatory_seconds must not be negative")
+        seconds = self.min_mandatory_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ConfigError("RefreshPolicy.min_mandatory_seconds must be a number of seconds")
+        if not 0 <= seconds < math.inf:  # also false for NaN
+            raise ConfigError(
+                "RefreshPolicy.min_mandatory_seconds must be finite and not negative, "
+                f"not {seconds}"
+            )
 
     def windows(self, obtained: float, expires: float, draw: float) -> tuple[float, float]:
         """Return (refresh_at, must_refresh_at) as timestamps for a token's life."""
