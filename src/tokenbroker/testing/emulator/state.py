@@ -57,18 +57,19 @@ class WixEmulator(_FaultInjection):
     request within ``request_timeout`` of its first byte, is closed (with a 408 in the
     second case).
 
-    Args:
-        app_id: The app ID that Create Access Token accepts.
-        app_secret: The app secret it accepts.
-        token_lifetime: ``expires_in`` of issued tokens, in seconds (finite, positive).
-        clock: Returns the time in seconds; tokens expire by it (default ``time.time``).
-        max_tokens: Issued tokens remembered, the oldest forgotten first (at least 1).
-        latency: Seconds every request waits before it is answered (finite, at least 0).
-        host: The address to listen on.
-        port: The port to listen on; 0 picks a free one.
-        request_timeout: Seconds a connection may stay idle, and then has to deliver
-            each whole request from its first byte, before it is closed (finite,
-            positive). Tests of slow clients set it low.
+    Its parameters (attrs fields, keyword-only after the first two):
+
+    * ``app_id``: The app ID that Create Access Token accepts.
+    * ``app_secret``: The app secret it accepts.
+    * ``token_lifetime``: ``expires_in`` of issued tokens, in seconds (finite, positive).
+    * ``clock``: Returns the time in seconds; tokens expire by it (default ``time.time``).
+    * ``max_tokens``: Issued tokens remembered, the oldest forgotten first (at least 1).
+    * ``latency``: Seconds every request waits before it is answered (finite, at least 0).
+    * ``host``: The address to listen on.
+    * ``port``: The port to listen on; 0 picks a free one.
+    * ``request_timeout``: Seconds a connection may stay idle, and then has to deliver
+      each whole request from its first byte, before it is closed (finite,
+      positive). Tests of slow clients set it low.
     """
 
     _latency: float = attrs.field(default=0.0, kw_only=True, validator=checked(checks.non_negative))
