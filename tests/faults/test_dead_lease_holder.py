@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tokenbroker import ProviderConfig, ProviderError, Secret, TokenBroker
-from tokenbroker.wix import RetryBudget, WixProvider
 from tokenbroker.testing.emulator import WixEmulator
+from tokenbroker.wix import RetryBudget, WixProvider
 
 from .conftest import (
     APP_ID,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import string
 from urllib.parse import quote, unquote
 
-import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 

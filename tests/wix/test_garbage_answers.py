@@ -80,7 +80,8 @@ class TestAnyAnswer:
                 return
             now = broker.clock.time()
             assert token.expires_at.timestamp() > now
-            assert token.access_token.isascii() and token.access_token.isprintable()
+            assert token.access_token.isascii()
+            assert token.access_token.isprintable()
             assert len(token.access_token) <= 16 * 1024
             assert " " not in token.access_token
             lifetime = token.expires_at.timestamp() - now
