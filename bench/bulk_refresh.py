@@ -17,7 +17,6 @@ temp file, filled once with ``broker.add_installations`` and copied for each run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -305,16 +304,10 @@ def _table(count: int, ideal: float, runs: list[Run], setup: float) -> BulkTable
     notes.append(
         f"the emulator is not the limit: {CONCURRENCY} threads on http.client take "
         f"{threads.seconds / ideal:.2f}x the ideal; httpx2.AsyncClient takes "
-        f"{floor.seconds / threads.seconds:.2f}x the threads (its connection pool scans every "
-        "connection on each request and release: encode/httpcore#1035), so this floor, "
-        "not the ideal, is what an httpx-based refresher can reach here"
+        f"{floor.seconds / threads.seconds:.2f}x the threads (the async client's own cost "
+        "per request), so this floor, not the ideal, is what an httpx2-based refresher "
+        "can reach here"
     )
-    if importlib.util.find_spec("sniffio") is None:
-        notes.append(
-            "sniffio is not installed: httpcore 1.0.9 then retries 'import sniffio' (a "
-            "failed import, searched on sys.path each time) for every lock it makes "
-            "(encode/httpcore#1103); the httpx rows and the refresher pay that"
-        )
     extra = (refresher.seconds - floor.seconds) / count
     notes.append(
         f"the refresher takes {refresher.seconds / floor.seconds:.2f}x the httpx floor "

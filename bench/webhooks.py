@@ -357,12 +357,6 @@ def _load_table(loads: list[Load], recorded: int, sent: int) -> LoadTable:
         f"the client (this process) and both servers share {os.cpu_count()} CPUs; uvicorn "
         f"runs with {_uvicorn_stack()} in both servers",
     ]
-    if importlib.util.find_spec("sniffio") is None:
-        notes.append(
-            "the load client is httpx2.AsyncClient, which without sniffio installed retries a "
-            "failed 'import sniffio' for every lock it makes (encode/httpcore#1103): a "
-            "client cost, in both rows alike"
-        )
     if served.not_ok or base.not_ok:
         notes.append(
             f"WARNING: answers other than 200: service {served.statuses}, baseline {base.statuses}"
