@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import unquote, unquote_plus
 
+from ..core.secret import scrub_secrets
+
 REDACTED: Final = "***"
 
 # scheme "://": the authority, and any userinfo, starts after it.
@@ -127,11 +129,6 @@ def url_passwords(url: str) -> tuple[str, ...]:
 
 
 def scrub(message: str, passwords: Iterable[str]) -> str:
-    """``message`` with each of ``passwords`` replaced by ``***``.
-
-    Longest first: a password that contains another is hidden whole, not left
-    with its middle starred out.
-    """
-    for password in sorted({p for p in passwords if p}, key=len, reverse=True):
-        message = message.replace(password, REDACTED)
-    return message
+    """``message`` with each of ``passwords`` replaced by ``***`` wherever it appears,
+    longest first (``core.secret.scrub_secrets``, with no whole-value rule)."""
+    return scrub_secrets(message, passwords, anywhere_from=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Final
 
 import attrs
@@ -52,7 +53,7 @@ class Installations:
         return f"Installations(app_id={self.app_id!r}, store={self.store.url!r})"
 
     # -- flows ------------------------------------------------------------------------
-    def _now(self) -> Any:
+    def _now(self) -> datetime:
         return to_datetime(self.clock.time())
 
     def add_flow(self, instance_id: str, fields: dict[str, Any]) -> Flow[Installation]:

@@ -50,18 +50,20 @@ class Secret:
         return (Secret, (self._value,))
 
 
-def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
+def scrub_secrets(text: str, secrets: Iterable[str], *, anywhere_from: int = _ANYWHERE_FROM) -> str:
     """``text`` with each of ``secrets`` replaced by ``***`` where it stands as a whole value.
 
     A secret shorter than 12 characters is replaced only where no letter, digit,
     ``_`` or ``-`` touches it, so a short secret does not star out ordinary
     words. A longer one is replaced wherever it appears: twelve characters
     matching the secret inside other text are a leak (``%3D`` before it, or
-    something pasted onto it), not a coincidence. Longest first, so a secret
-    that contains another is hidden whole.
+    something pasted onto it), not a coincidence. ``anywhere_from=0`` replaces
+    every secret wherever it appears (store passwords in driver messages, where
+    hiding too much costs nothing). Longest first, so a secret that contains
+    another is hidden whole.
     """
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= _ANYWHERE_FROM:
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        if len(secret) >= anywhere_from:
             text = text.replace(secret, "***")
         else:
             text = re.sub(f"(?<![{_WORD}]){re.escape(secret)}(?![{_WORD}])", "***", text)

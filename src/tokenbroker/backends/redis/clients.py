@@ -32,7 +32,7 @@ import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
-from ...core.errors import ConfigError, StorageError, StoreUnavailable
+from ...core.errors import ConfigError, StorageError
 from ...core.flow import Flow, run_async, run_sync
 from ...core.loops import on_loop_close
 from ..urls import scrub
@@ -124,10 +124,7 @@ class Clients:
     def storage_error(self, what: str, error: BaseException) -> StorageError:
         """``StoreUnavailable`` for an outage, else a plain ``StorageError``, saying
         what failed, where, what is wrong when known, and redis-py's reason."""
-        diagnosis = diagnose(error)
-        problem = f"{diagnosis.problem}: " if diagnosis.problem else ""
-        message = f"{what} failed on {self.url}: {problem}{self.reason(error)}"
-        return StoreUnavailable(message) if diagnosis.outage else StorageError(message)
+        return diagnose(error).error(what, self.url, self.reason(error))
 
     # --- the clients -------------------------------------------------------------
 

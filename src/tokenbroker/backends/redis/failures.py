@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Final
 
-import attrs
 from redis.exceptions import (
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
@@ -29,6 +28,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..failures import AUTHENTICATION, OTHER, OUTAGE, UNREACHABLE, Diagnosis
+
 __all__ = [
     "AUTHENTICATION",
     "DB_INDEX",
@@ -39,9 +40,7 @@ __all__ = [
     "diagnose",
 ]
 
-# What each message says is wrong; the tests and the docs' failure model use these words.
-UNREACHABLE: Final = "store unreachable"
-AUTHENTICATION: Final = "authentication failed (check the user and password in the store URL)"
+# What each message says is wrong, beyond the shared UNREACHABLE and AUTHENTICATION.
 PERMISSION: Final = "permission denied (the Redis ACL user may not run this)"
 DB_INDEX: Final = "db index out of range (check the /N database number in the store URL)"
 READ_ONLY: Final = "the store is read-only (a replica: point the URL at the primary)"
@@ -49,17 +48,6 @@ TLS: Final = "the TLS/SSL certificate check failed"
 
 _DB_INDEX: Final = re.compile(r"(?i)db index is out of range|invalid db index")
 _CLUSTER_UNREACHABLE: Final = re.compile(r"(?i)cannot be connected|no reachable node")
-
-
-@attrs.frozen
-class Diagnosis:
-    """``outage``: wait it out; ``problem``: what is wrong, in words, when known."""
-
-    outage: bool
-    problem: str | None = None
-
-
-_OUTAGE: Final = Diagnosis(outage=True, problem=UNREACHABLE)
 
 
 def diagnose(error: BaseException) -> Diagnosis:
@@ -78,9 +66,9 @@ def diagnose(error: BaseException) -> Diagnosis:
     # ConnectionError covers BusyLoadingError (a server loading its data), the
     # pool's MaxConnectionsError and Sentinel's MasterNotFoundError too.
     if isinstance(error, RedisConnectionError | RedisTimeoutError | OSError):
-        return _OUTAGE
+        return OUTAGE
     if isinstance(error, ClusterDownError | TryAgainError | SlotNotCoveredError):
-        return _OUTAGE  # a cluster between primaries, or resharding
+        return OUTAGE  # a cluster between primaries, or resharding
     if isinstance(error, RedisClusterException) and _CLUSTER_UNREACHABLE.search(str(error)):
-        return _OUTAGE
-    return Diagnosis(outage=False)
+        return OUTAGE
+    return OTHER

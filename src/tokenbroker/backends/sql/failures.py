@@ -20,8 +20,9 @@ import re
 import sqlite3
 from typing import Final
 
-import attrs
 from sqlalchemy import exc
+
+from ..failures import AUTHENTICATION, OTHER, OUTAGE, UNREACHABLE, Diagnosis
 
 __all__ = [
     "AUTHENTICATION",
@@ -34,27 +35,13 @@ __all__ = [
     "diagnose",
 ]
 
-# What each message says is wrong; the tests and the docs' failure model use these words.
-UNREACHABLE: Final = "store unreachable"
-AUTHENTICATION: Final = "authentication failed (check the user and password in the store URL)"
+# What each message says is wrong, beyond the shared UNREACHABLE and AUTHENTICATION.
 UNKNOWN_DATABASE: Final = "unknown database (check the database name in the store URL)"
 PERMISSION: Final = "permission denied"
 READ_ONLY: Final = "the store is read-only"
 NOT_A_DATABASE: Final = "not a SQLite database file, or a corrupt one"
 CANNOT_OPEN: Final = "cannot open the SQLite database file (check the path and its permissions)"
 TLS: Final = "the TLS/SSL settings were refused"
-
-
-@attrs.frozen
-class Diagnosis:
-    """``outage``: wait it out; ``problem``: what is wrong, in words, when known."""
-
-    outage: bool
-    problem: str | None = None
-
-
-_OUTAGE: Final = Diagnosis(outage=True, problem=UNREACHABLE)
-_OTHER: Final = Diagnosis(outage=False)
 
 
 def _misconfigured(problem: str) -> Diagnosis:
@@ -98,13 +85,13 @@ def _postgres(orig: BaseException, message: str) -> Diagnosis | None:
         if pattern.search(message):
             return _misconfigured(problem)
     if isinstance(state, str) and (state.startswith("08") or state in _PG_OUTAGE_STATES):
-        return _OUTAGE
+        return OUTAGE
     if _PG_OUTAGE.search(message):
-        return _OUTAGE
+        return OUTAGE
     # libpq's own failures carry no SQLSTATE: a connection that could not be
     # made or kept, for a reason not recognised above as a misconfiguration.
     if state is None and type(orig).__name__ == "OperationalError":
-        return _OUTAGE
+        return OUTAGE
     return None
 
 
@@ -155,16 +142,16 @@ def _mysql(orig: BaseException) -> Diagnosis | None:
     if code in _MYSQL_MISCONFIGURED:
         return _misconfigured(_MYSQL_MISCONFIGURED[code])
     if code in _MYSQL_OUTAGE:
-        return _OUTAGE
+        return OUTAGE
     if code == 0 and type(orig).__name__ == "InterfaceError":
-        return _OUTAGE  # PyMySQL's "(0, '')": the connection is already gone
+        return OUTAGE  # PyMySQL's "(0, '')": the connection is already gone
     return None
 
 
 # --- SQLite ------------------------------------------------------------------------------
 _SQLITE: Final = {
-    sqlite3.SQLITE_BUSY: _OUTAGE,  # locked by another process past the busy timeout
-    sqlite3.SQLITE_LOCKED: _OUTAGE,
+    sqlite3.SQLITE_BUSY: OUTAGE,  # locked by another process past the busy timeout
+    sqlite3.SQLITE_LOCKED: OUTAGE,
     sqlite3.SQLITE_PERM: _misconfigured(PERMISSION),
     sqlite3.SQLITE_AUTH: _misconfigured(PERMISSION),
     sqlite3.SQLITE_READONLY: _misconfigured(READ_ONLY),
@@ -173,7 +160,7 @@ _SQLITE: Final = {
     sqlite3.SQLITE_CANTOPEN: _misconfigured(CANNOT_OPEN),
 }
 _SQLITE_MESSAGES: Final = (
-    (re.compile(r"database (?:table )?is locked"), _OUTAGE),
+    (re.compile(r"database (?:table )?is locked"), OUTAGE),
     (re.compile(r"readonly database|read-only"), _misconfigured(READ_ONLY)),
     (re.compile(r"not a database|malformed"), _misconfigured(NOT_A_DATABASE)),
     (re.compile(r"unable to open database"), _misconfigured(CANNOT_OPEN)),
@@ -207,13 +194,13 @@ def diagnose(error: BaseException, dialect: str) -> Diagnosis:
         if found is not None:
             return found
         # SQLAlchemy's dialects know their drivers' disconnect messages too.
-        return _OUTAGE if error.connection_invalidated else _OTHER
+        return OUTAGE if error.connection_invalidated else OTHER
     if isinstance(error, exc.TimeoutError | exc.DisconnectionError):
-        return _OUTAGE  # no pooled connection in time; a connection that died at checkout
+        return OUTAGE  # no pooled connection in time; a connection that died at checkout
     if isinstance(error, PermissionError):
         return _misconfigured(PERMISSION)
     if isinstance(error, OSError) and not isinstance(
         error, FileNotFoundError | IsADirectoryError | NotADirectoryError
     ):
-        return _OUTAGE  # a socket failed under the driver
-    return _OTHER
+        return OUTAGE  # a socket failed under the driver
+    return OTHER

@@ -20,7 +20,7 @@ import attrs
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
-from ...core.errors import StorageError, StoreUnavailable
+from ...core.errors import StorageError
 from ..urls import scrub
 from .engines import ENDED, Engines, is_transient
 from .failures import diagnose
@@ -52,9 +52,7 @@ class Transactions:
         reason = scrub(lines[0], self.passwords) if lines else ""
         name = type(cause).__name__
         diagnosis = diagnose(error, self.engines.engine.dialect.name)
-        problem = f"{diagnosis.problem}: " if diagnosis.problem else ""
-        message = f"{what} failed on {self.url}: {problem}{name}: {reason}"[:_MAX_MESSAGE]
-        return StoreUnavailable(message) if diagnosis.outage else StorageError(message)
+        return diagnosis.error(what, self.url, f"{name}: {reason}", limit=_MAX_MESSAGE)
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Connection]:
