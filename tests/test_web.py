@@ -117,7 +117,7 @@ class TestVerifiedEvents:
     ) -> None:
         response = post(service, installed("inst-1"))
         assert response.status_code == 200
-        assert response.json() == {"ok": True, "news": True}
+        assert response.json() == {"ok": True, "news": True, "duplicate": False}
         record = hook_broker.get_installation("inst-1")
         assert record is not None
         assert record.status is InstallationStatus.INSTALLED
@@ -156,6 +156,7 @@ class TestRepeatsAndOrder:
         assert first.json()["news"] is True
         assert second.status_code == 200
         assert second.json()["news"] is False
+        assert second.json()["duplicate"] is True
         wait_until(lambda: ("installed", "inst-1") in recorder.events, "the install hook")
         post(service, removed("inst-2"))  # a later event flushes the hook queue
         wait_until(lambda: ("removed", "inst-2") in recorder.events, "the later hook")

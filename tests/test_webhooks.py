@@ -20,6 +20,7 @@ from tokenbroker.core.errors import ConfigError, TokenBrokerError
 from tokenbroker.testing.webhooks import (
     forge_hs256,
     forge_none,
+    key_id,
     make_key_pair,
     sign_claims,
     sign_webhook,
@@ -31,6 +32,9 @@ from tokenbroker.wix.webhooks.events import (
     PaidPlanAutoRenewalCancelled,
     PaidPlanChanged,
     PaidPlanPurchased,
+    PlanConvertedToPaid,
+    PlanReactivated,
+    PlanTransferred,
     WebhookEvent,
 )
 from tokenbroker.wix.webhooks.verify import WebhookRejected, WebhookVerifier, load_public_key
@@ -139,6 +143,9 @@ class TestGenuineDeliveries:
             ("PaidPlanPurchased", PaidPlanPurchased),
             ("PaidPlanChanged", PaidPlanChanged),
             ("PaidPlanAutoRenewalCancelled", PaidPlanAutoRenewalCancelled),
+            ("PlanConvertedToPaid", PlanConvertedToPaid),
+            ("PlanReactivated", PlanReactivated),
+            ("PlanTransferred", PlanTransferred),
         ],
     )
     def test_known_event_types_become_their_classes(
@@ -188,7 +195,7 @@ class TestGenuineDeliveries:
         assert type(event) is AppRemoved
         assert (event.data, event.identity, event.app_id) == ({}, {}, None)
 
-    def test_already_decoded_objects_are_accepted_defensively(
+    def test_already_decoded_nested_objects_are_accepted_defensively(
         self, verifier: WebhookVerifier, private_pem: str
     ) -> None:
         envelope = {
@@ -197,9 +204,17 @@ class TestGenuineDeliveries:
             "data": {"appId": APP_ID},
             "identity": {"identityType": "APP"},
         }
-        token = sign_claims(private_pem, {"data": envelope, "iat": NOW, "exp": NOW + 300})
-        event = verifier.verify(token)
+        event = verifier.verify(sign_claims(private_pem, envelope_claims(envelope)))
         assert (event.app_id, event.identity) == (APP_ID, {"identityType": "APP"})
+
+    def test_the_header_carries_a_kid_and_the_verifier_accepts_it(
+        self, verifier: WebhookVerifier, private_pem: str
+    ) -> None:
+        token = body(private_pem)
+        header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+        assert header["kid"] == key_id(private_pem)
+        assert header["alg"] == "RS256"
+        assert verifier.verify(token).instance_id == INSTANCE
 
     def test_a_verifier_without_app_id_accepts_any_app(
         self, public_pem: str, clock: ManualClock, private_pem: str
@@ -433,12 +448,31 @@ class TestMalformedClaims:
         token = sign_claims(private_pem, {"iat": NOW, "exp": NOW + 300})
         rejected(verifier, token, 400, "no data claim")
 
-    @pytest.mark.parametrize("data", ["{not json", "[1, 2]", "42", 42, ["a"], None])
+    @pytest.mark.parametrize("data", ["{not json", "[1, 2]", "42", "null"])
     def test_data_claim_that_is_not_a_json_object_is_400(
-        self, verifier: WebhookVerifier, private_pem: str, data: Any
+        self, verifier: WebhookVerifier, private_pem: str, data: str
     ) -> None:
         token = sign_claims(private_pem, {"data": data, "iat": NOW, "exp": NOW + 300})
         rejected(verifier, token, 400, "malformed data claim")
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"eventType": "AppRemoved", "instanceId": INSTANCE, "data": '{"appId": "x"}'},
+            42,
+            ["a"],
+            None,
+            True,
+        ],
+        ids=["decoded-envelope", "number", "list", "null", "bool"],
+    )
+    def test_data_claim_that_is_not_a_string_is_400_as_the_sdk_refuses_it(
+        self, verifier: WebhookVerifier, private_pem: str, data: Any
+    ) -> None:
+        # Seen in Wix's SDK: parseJWT throws "Unexpected type of JWT data" unless the
+        # claim is a string, even when it holds a well-formed envelope.
+        token = sign_claims(private_pem, {"data": data, "iat": NOW, "exp": NOW + 300})
+        rejected(verifier, token, 400, "data claim not a string")
 
     def test_deeply_nested_data_claim_is_400_not_a_crash(
         self, verifier: WebhookVerifier, private_pem: str

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from .broker import BrokerAuth, TokenBroker
 from .core import (
+    Backoff,
     Broker,
     Clock,
     ConfigError,
     Event,
+    HealthState,
     Installation,
+    InstallationHealth,
     InstallationStatus,
     InstallationStore,
     InstanceNotInstalled,
@@ -40,6 +43,7 @@ from .settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "Broker",
     "BrokerAuth",
     "CircuitBreaker",
@@ -47,7 +51,9 @@ __all__ = [
     "Clock",
     "ConfigError",
     "Event",
+    "HealthState",
     "Installation",
+    "InstallationHealth",
     "InstallationStatus",
     "InstallationStore",
     "InstanceNotInstalled",

@@ -10,10 +10,13 @@
 | ``TOKENBROKER_ENCRYPTION_KEY`` | Fernet keys, comma-separated, newest first |
 | ``TOKENBROKER_APP_PUBLIC_KEY`` | the app's webhook public key: PEM, base64 PEM or a path |
 | ``TOKENBROKER_AUTO_FINISH_SETUP`` | ``true``: send APP_FINISHED_CONFIGURATION on install |
+| ``TOKENBROKER_WIX_NOT_INSTALLED`` | more "not installed" codes and ``text:<phrase>``, by commas |
+| ``TOKENBROKER_AUTH_GRACE`` | seconds in which a second 401 gets no new token (default 30) |
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -25,6 +28,7 @@ from .backends.encrypted import make_fernet
 from .core.errors import ConfigError
 from .core.secret import Secret
 from .core.token import validate_id
+from .wix.errors import not_installed_entries
 from .wix.facts import DEFAULT_API_URL, validate_api_url
 
 
@@ -82,6 +86,33 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, not {env[name]!r}")
 
 
+def _not_installed(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``TOKENBROKER_WIX_NOT_INSTALLED``: extra error codes and ``text:<phrase>``
+    entries that mean "not installed" (Wix documents none; the built-in ones are
+    assumed). Unset or blank is none; an empty entry between commas is an error."""
+    name = "TOKENBROKER_WIX_NOT_INSTALLED"
+    raw = env.get(name, "")
+    if not raw.strip():
+        return ()
+    return not_installed_entries(raw.split(","), source=name)
+
+
+def _auth_grace(env: Mapping[str, str]) -> float:
+    """``TOKENBROKER_AUTH_GRACE``: seconds after a 401 got a new token during which
+    another 401 for that instance is returned as it is (0: a new token every time)."""
+    name = "TOKENBROKER_AUTH_GRACE"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return 30.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be finite and at least 0, not {raw!r}")
+    return value
+
+
 @attrs.frozen
 class Settings:
     app_id: str
@@ -91,6 +122,10 @@ class Settings:
     encryption_key: Secret | None = attrs.field(default=None, repr=False)
     public_key: str | None = attrs.field(default=None, repr=False)
     auto_finish_setup: bool = False
+    wix_not_installed: tuple[str, ...] = ()
+    """Entries for ``ProviderConfig.not_installed``: ``CODE`` or ``text:<phrase>``."""
+    auth_grace: float = 30.0
+    """Seconds in which a second 401 for an instance gets no new token."""
 
     @classmethod
     def from_env(
@@ -125,4 +160,6 @@ class Settings:
             encryption_key=Secret(keys) if keys else None,
             public_key=env.get("TOKENBROKER_APP_PUBLIC_KEY", "").strip() or None,
             auto_finish_setup=_flag(env, "TOKENBROKER_AUTO_FINISH_SETUP"),
+            wix_not_installed=_not_installed(env),
+            auth_grace=_auth_grace(env),
         )

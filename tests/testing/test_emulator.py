@@ -262,14 +262,18 @@ class TestAuthorization:
         assert response.json() == {}
         assert emulator.bi_events == [(INSTANCE, "APP_FINISHED_CONFIGURATION")]
 
-    def test_bearer_prefix_is_401_and_not_recorded(
+    def test_bearer_prefix_is_accepted_but_counted(
         self, emulator: WixEmulator, client: httpx2.Client
     ) -> None:
-        response = send_bi_event(client, f"Bearer {get_token(client)}")
+        token = get_token(client)
+        assert send_bi_event(client, token).status_code == 200
+        assert emulator.bearer_prefixed == 0
 
-        assert_wix_error(response, 401)
-        assert response.json()["message"] == "Unauthorized"
-        assert emulator.bi_events == []
+        response = send_bi_event(client, f"Bearer {token}")
+
+        assert response.status_code == 200
+        assert emulator.bearer_prefixed == 1
+        assert emulator.bi_events == [(INSTANCE, "APP_FINISHED_CONFIGURATION")] * 2
 
     def test_missing_authorization_is_401(self, client: httpx2.Client) -> None:
         response = client.post("/apps/v1/bi-event", json={"eventName": "x"})
@@ -320,13 +324,29 @@ class TestAuthorization:
 
         assert_wix_error(send_bi_event(client, token), 401)
 
+    def test_bi_event_of_any_name_is_accepted_and_recorded(
+        self, emulator: WixEmulator, client: httpx2.Client
+    ) -> None:
+        token = get_token(client)
+
+        responses = [send_bi_event(client, token, name) for name in ("APP_UPGRADED", "NEW_ONE")]
+
+        assert [r.status_code for r in responses] == [200, 200]
+        assert emulator.bi_events == [(INSTANCE, "APP_UPGRADED"), (INSTANCE, "NEW_ONE")]
+
     @pytest.mark.parametrize(
-        "content",
-        [b'{"eventName": "SOMETHING_ELSE"}', b"{}", b"{broken", b"[]"],
-        ids=["other-event", "no-event", "malformed", "array"],
+        ("content", "kind"),
+        [
+            (b"{}", "validationError"),
+            (b'{"eventName": ""}', "validationError"),
+            (b'{"eventName": 7}', "validationError"),
+            (b"[]", "validationError"),
+            (b"{broken", "applicationError"),
+        ],
+        ids=["no-event", "empty-event", "number-event", "array", "malformed"],
     )
-    def test_bi_event_other_than_finished_configuration_is_400(
-        self, emulator: WixEmulator, client: httpx2.Client, content: bytes
+    def test_bi_event_without_an_event_name_is_400(
+        self, emulator: WixEmulator, client: httpx2.Client, content: bytes, kind: str
     ) -> None:
         response = client.post(
             "/apps/v1/bi-event",
@@ -334,7 +354,9 @@ class TestAuthorization:
             headers={"Authorization": get_token(client), "Content-Type": "application/json"},
         )
 
-        assert_wix_error(response, 400)
+        assert response.status_code == 400
+        assert isinstance(response.json()["message"], str)
+        assert set(response.json()["details"]) == {kind}
         assert emulator.bi_events == []
 
     def test_instance_endpoint_describes_the_tokens_installation(
@@ -353,10 +375,21 @@ class TestAuthorization:
             "instance": {
                 "instanceId": "inst-2",
                 "appName": "Bookings",
-                "isFree": True,
                 "appVersion": "latest",
+                "isFree": True,
+                "permissions": ["WIX_DEVELOPERS.MANAGE_APP_INSTANCE"],
+                "availablePlans": [],
+                "copiedFromTemplate": False,
+                "freeTrialAvailable": False,
             },
-            "site": {"siteId": "site-42", "siteDisplayName": "Bob's Boats", "locale": "en"},
+            "site": {
+                "siteId": "site-42",
+                "siteDisplayName": "Bob's Boats",
+                "locale": "en",
+                "paymentCurrency": "USD",
+                "multilingual": {"isMultiLingual": False, "supportedLanguages": []},
+                "installedWixApps": [],
+            },
         }
 
     def test_default_site_id_is_stable_per_instance(self, client: httpx2.Client) -> None:

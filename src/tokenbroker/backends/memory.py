@@ -4,18 +4,25 @@ Useful for tests, scripts and single-process apps. Nothing is shared with
 other processes, so the broker puts no near cache in front of it. Options in
 the URL: ``memory://?max_tokens=10000`` (least recently used tokens are
 evicted first; installations are never evicted).
+
+Leases that lapse are dropped in sweeps: a key that is never acquired again
+(a webhook delivery's deduplication mark, say) would otherwise stay in the map
+for good. A sweep runs when an acquire finds the map past a threshold that
+doubles with what survives, so it costs amortised O(1) per acquire and the map
+holds at most about twice the leases that were live at the last sweep (or
+``LEASE_SWEEP_MIN``).
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
+from ..core.clock import Clock, SystemClock
 from ..core.errors import ConfigError
 from ..core.installation import Installation
 from ..core.protocols import Lease
@@ -23,21 +30,38 @@ from ..core.token import Token, TokenKey
 from .base import installation_wins
 
 DEFAULT_MAX_TOKENS: Final = 100_000
+LEASE_SWEEP_MIN: Final = 1024
+"""The fewest leases the map holds before an acquire sweeps out the lapsed ones."""
 
 
 class MemoryStore:
-    """Tokens, leases and installations in dictionaries behind one lock."""
+    """Tokens, leases and installations in dictionaries behind one lock.
+
+    ``clock`` dates the leases (the system clock unless a test moves its own).
+    """
 
     shared = False
 
-    def __init__(self, *, max_tokens: int = DEFAULT_MAX_TOKENS, url: str = "memory://") -> None:
+    def __init__(
+        self,
+        *,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        url: str = "memory://",
+        clock: Clock | None = None,
+    ) -> None:
         if max_tokens < 1:
             raise ConfigError(f"memory store max_tokens must be at least 1, not {max_tokens}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigError(
+                f"memory store clock must have a time() method, not {type(clock).__name__}"
+            )
         self.url = url
         self._max_tokens = max_tokens
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.Lock()
         self._tokens: OrderedDict[TokenKey, Token] = OrderedDict()
         self._leases: dict[TokenKey, Lease] = {}
+        self._sweep_above = LEASE_SWEEP_MIN
         self._installations: dict[tuple[str, str], Installation] = {}
 
     @classmethod
@@ -86,14 +110,28 @@ class MemoryStore:
             return True
 
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
-        now = time.time()
+        now = self._clock.time()
         with self._lock:
             held = self._leases.get(key)
             if held is not None and held.expires_at > now:
                 return None
             lease = Lease(key=key, owner=secrets.token_hex(8), expires_at=now + ttl)
             self._leases[key] = lease
+            if len(self._leases) > self._sweep_above:
+                self._sweep_leases(now)
             return lease
+
+    def _sweep_leases(self, now: float) -> None:
+        """Drop the lapsed leases (under the lock).
+
+        The next sweep waits until the map holds twice what survived (at least
+        ``LEASE_SWEEP_MIN``): that takes at least half as many new leases as
+        that sweep will read entries, so sweeping costs O(1) per acquire,
+        amortised, and the map never holds more than one entry past
+        ``max(LEASE_SWEEP_MIN, 2 * survivors of the last sweep)``.
+        """
+        self._leases = {key: held for key, held in self._leases.items() if held.expires_at > now}
+        self._sweep_above = max(LEASE_SWEEP_MIN, 2 * len(self._leases))
 
     def release_lease(self, lease: Lease) -> bool:
         with self._lock:

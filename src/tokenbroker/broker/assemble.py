@@ -16,6 +16,8 @@ from ..backends.encrypted import EncryptedStore, PlaintextGuard
 from ..core.clock import Clock, SystemClock
 from ..core.engine import TokenEngine
 from ..core.errors import ConfigError
+from ..core.health import is_reserved
+from ..core.health_policy import Backoff
 from ..core.nearcache import NearCache
 from ..core.policy import RefreshPolicy
 from ..core.protocols import ProviderConfig, Store, TokenProvider
@@ -24,6 +26,7 @@ from ..core.token import validate_id
 from ..plugins.resolve import provider_factory, store_from_url
 from ..settings import Settings, default_store_url
 from . import listeners
+from .installations import health_changed
 
 
 @attrs.frozen
@@ -59,9 +62,18 @@ def assemble(
     encryption_key: str | Sequence[str] | Secret | None,
     transport: Any,
     degrade: bool = True,
+    backoff: Backoff | None = None,
+    not_installed: Sequence[str] = (),
 ) -> Parts:
-    """Resolve and wire a broker's parts; a bad setting is a ``ConfigError``."""
+    """Resolve and wire a broker's parts; a bad setting is a ``ConfigError``.
+
+    ``backoff`` is how failing installations back off (``Backoff()``: 30 s growing
+    with jitter to 1 h; see ``tokenbroker.core.health_policy``). ``not_installed``
+    goes to the provider (``ProviderConfig.not_installed``).
+    """
     app_id = validate_id(app_id, "app id")
+    if is_reserved(app_id):
+        raise ConfigError(f"app id {app_id!r} is reserved for tokenbroker's own records")
     secret = Secret(app_secret)
     if not secret.reveal().strip():
         raise ConfigError("app secret is empty")
@@ -75,6 +87,7 @@ def assemble(
             max_attempts=max_attempts,
             clock=clock,
             transport=transport,
+            not_installed=tuple(not_installed),
         )
         provider = provider_factory(provider)(config)
     owns_store = store is None or isinstance(store, str)
@@ -106,10 +119,12 @@ def assemble(
         wait_timeout=wait_timeout,
         registry=resolved,
         degrade=degrade,
+        backoff=backoff,
         on_acquired=listeners.token_acquired,
         on_failed=listeners.token_failed,
         on_degraded=listeners.store_degraded,
         on_recovered=listeners.store_recovered,
+        on_health_changed=health_changed,
     )
     return Parts(
         app_id=app_id,
@@ -172,6 +187,8 @@ def settings_kwargs(settings: Settings) -> dict[str, Any]:
         "encryption_key": settings.encryption_key,
         "public_key": settings.public_key,
         "auto_finish_setup": settings.auto_finish_setup,
+        "not_installed": settings.wix_not_installed,
+        "auth_grace": settings.auth_grace,
     }
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ..core.clock import Clock
 from ..core.engine import TokenEngine
+from ..core.health_policy import Backoff
 from ..core.installation import Installation
 from ..core.policy import RefreshPolicy
 from ..core.protocols import Store, TokenProvider
@@ -23,7 +24,7 @@ from ..settings import Settings
 from ..wix.facts import DEFAULT_API_URL
 from .apps import WixApps
 from .assemble import assemble, settings_kwargs
-from .auth import BrokerAuth
+from .auth import DEFAULT_GRACE, BrokerAuth, RemintGuard, check_grace
 from .installations import Installations
 from .refresh import Refresher, RefreshReport, RefreshResult
 from .webhooks import WebhookOutcome, Webhooks
@@ -46,6 +47,13 @@ class TokenBroker:
     (a lower value is a ``ConfigError``); ``wait_timeout`` to a little more.
     ``degrade=False`` makes a store outage raise ``StoreUnavailable`` instead of
     being ridden out (one-shot commands).
+    ``auth_grace`` is ``broker.auth()``'s default grace (seconds, finite, at least 0):
+    after a 401 made it get a new token for an instance, another 401 within the grace
+    is returned as it is instead of costing another (see ``tokenbroker.broker.auth``).
+    ``not_installed`` adds error codes (and ``text:<phrase>`` entries) that mean
+    "not installed" to the provider's assumed ones (see the Wix facts page).
+    ``backoff`` is how an installation Wix keeps refusing backs off (``Backoff()``: 30 s
+    growing with jitter to 1 h; see the installation health page).
     """
 
     installations: Installations
@@ -79,7 +87,11 @@ class TokenBroker:
         auto_finish_setup: bool = False,
         transport: Any = None,
         degrade: bool = True,
+        auth_grace: float = DEFAULT_GRACE,
+        not_installed: Sequence[str] = (),
+        backoff: Backoff | None = None,
     ) -> None:
+        self.auth_grace = check_grace(auth_grace, "auth_grace")
         parts = assemble(
             app_id=app_id,
             app_secret=app_secret,
@@ -98,6 +110,8 @@ class TokenBroker:
             encryption_key=encryption_key,
             transport=transport,
             degrade=degrade,
+            not_installed=not_installed,
+            backoff=backoff,
         )
         self.app_id = parts.app_id
         self.clock: Clock = parts.clock
@@ -109,6 +123,7 @@ class TokenBroker:
         self._engine = parts.engine
         self._keys: dict[str, TokenKey] = {}
         self._keys_max = parts.near_cache_size
+        self._remints = RemintGuard(self._engine)
         self.installations = Installations(
             app_id=self.app_id,
             store=self.store,
@@ -116,7 +131,9 @@ class TokenBroker:
             key=self.key,
             near=self._engine.near,
         )
-        self.wix = WixApps(provider=self.provider, installations=self.installations, auth=self.auth)
+        self.wix = WixApps(
+            provider=self.provider, installations=self.installations, auth=self.auth, tokens=self
+        )
         self.webhooks = Webhooks(
             app_id=self.app_id,
             public_key=public_key,
@@ -176,9 +193,15 @@ class TokenBroker:
         """The async twin of ``invalidate``."""
         await self._engine.ainvalidate(token)
 
-    def auth(self, instance_id: str) -> BrokerAuth:
-        """An ``Auth`` for httpx2 (and httpx) clients calling Wix for this installation."""
-        return BrokerAuth(self, instance_id)
+    def auth(self, instance_id: str, *, grace: float | None = None) -> BrokerAuth:
+        """An ``Auth`` for httpx2 (and httpx) clients calling Wix for this installation.
+
+        On a 401 it retries once with a newer token; it gets a new one unless a 401
+        already did so for this instance within ``grace`` seconds (default
+        ``auth_grace``), fleet-wide: then the 401 is returned as it is.
+        """
+        grace = self.auth_grace if grace is None else grace
+        return BrokerAuth(self, instance_id, grace=grace, guard=self._remints)
 
     # -- delegates to the collaborators ---------------------------------------------------
     def finish_setup(self, instance_id: str) -> Installation:

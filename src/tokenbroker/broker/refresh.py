@@ -10,6 +10,12 @@ A per-instance rate guard keeps a refresher from asking Wix for one instance
 more than once per ``min_interval`` (default 60 s), and honours a 429's
 ``Retry-After`` for that instance, so ``--watch`` loops cannot trip Wix's
 per-instance limit (about 200 requests a minute).
+
+Installation health (``tokenbroker.core.health``) is read in one walk of the store
+per run: a dead installation is skipped, and so is a failing one whose back-off
+has not run out, without a request to Wix (the engine checks again under the
+lease, so a refresher never asks Wix for an installation another process has just
+seen fail).
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ from ..core.clock import Clock, to_timestamp
 from ..core.engine import TokenEngine
 from ..core.errors import ConfigError, InvalidCredentials, RateLimited, TokenBrokerError
 from ..core.flow import Flow, run_async, run_sync
+from ..core.health import REMOVED
+from ..core.health_policy import is_remembered
 from ..core.ops import GetToken
 from ..core.policy import TokenState
 
 if TYPE_CHECKING:
+    from ..core.health import InstallationHealth
     from ..core.token import Token, TokenKey
     from .installations import Installations
 
@@ -97,6 +106,21 @@ class RateGuard:
             self._not_before[instance_id] = now + max(self.min_interval, retry_after or 0.0)
 
 
+def _not_now(health: InstallationHealth | None, now: float) -> str | None:
+    """Why an installation is not to be asked for now, if it is dead or backing off."""
+    if health is None or not health.backing_off(now):
+        return None
+    if health.dead:
+        why = "removed" if health.dead_reason == REMOVED else "Wix says it is not installed"
+        return f"dead ({why}): not fetched until it is installed again"
+    assert health.next_attempt is not None
+    error = f" ({health.error.kind})" if health.error is not None else ""
+    return (
+        f"backing off after {health.failures} failure(s){error}: next attempt at "
+        f"{health.next_attempt.isoformat(timespec='seconds')}"
+    )
+
+
 def _check(within: float, concurrency: int) -> None:
     if within < 0:
         raise ConfigError(f"within must not be negative, not {within}")
@@ -139,13 +163,17 @@ class Refresher:
         self._key = key
         self.guard = guard or RateGuard()
 
-    def _one_flow(self, instance_id: str, within: float, run: _Run) -> Flow[RefreshResult]:
+    def _one_flow(
+        self, instance_id: str, health: InstallationHealth | None, within: float, run: _Run
+    ) -> Flow[RefreshResult]:
         """The decisions for one installation, written once for threads and tasks."""
         engine, guard = self._engine, self.guard
         if run.refused is not None:  # asking again would only spend the budget
             return RefreshResult(instance_id, "skipped", run.refused)
-        key = self._key(instance_id)
         now = self._clock.time()
+        if (why := _not_now(health, now)) is not None:
+            return RefreshResult(instance_id, "skipped", why)
+        key = self._key(instance_id)
         want_until = now + within
         try:
             stored = yield from GetToken(key)
@@ -172,6 +200,8 @@ class Refresher:
                 return RefreshResult(instance_id, "failed", str(exc))
             return RefreshResult(instance_id, "skipped", run.refused)
         except TokenBrokerError as exc:
+            if is_remembered(exc):  # another process saw it fail a moment ago
+                return RefreshResult(instance_id, "skipped", str(exc))
             return RefreshResult(instance_id, "failed", str(exc))
         # obtained during this call (datetimes keep microseconds: allow for rounding)
         if to_timestamp(token.obtained_at) >= now - 0.001:
@@ -191,15 +221,16 @@ class Refresher:
         ``within`` seconds: ``concurrency`` worker threads on the sync path."""
         _check(within, concurrency)
         started = time.monotonic()
-        ids = [inst.instance_id for inst in self._installations.list()]
+        ids = [(i.instance_id, health) for i, health in self._installations.list_with_health()]
         if on_start is not None:
             on_start(len(ids))
         report = RefreshReport()
         run = _Run()
         lock = threading.Lock()
 
-        def work(instance_id: str) -> None:
-            result = run_sync(self._one_flow(instance_id, within, run), self._engine)
+        def work(item: tuple[str, InstallationHealth]) -> None:
+            instance_id, health = item
+            result = run_sync(self._one_flow(instance_id, health, within, run), self._engine)
             with lock:
                 report.add(result)
                 if progress is not None:
@@ -222,22 +253,23 @@ class Refresher:
         """The async twin: ``concurrency`` tasks on the async path."""
         _check(within, concurrency)
         started = time.monotonic()
-        installations = await self._installations.alist()
+        installations = await self._installations.alist_with_health()
         if on_start is not None:
             on_start(len(installations))
         report = RefreshReport()
         run = _Run()
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        for inst in installations:
-            queue.put_nowait(inst.instance_id)
+        queue: asyncio.Queue[tuple[str, InstallationHealth]] = asyncio.Queue()
+        for inst, health in installations:
+            queue.put_nowait((inst.instance_id, health))
 
         async def worker() -> None:
             while True:
                 try:
-                    instance_id = queue.get_nowait()
+                    instance_id, health = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                result = await run_async(self._one_flow(instance_id, within, run), self._engine)
+                flow = self._one_flow(instance_id, health, within, run)
+                result = await run_async(flow, self._engine)
                 report.add(result)
                 if progress is not None:
                     progress(result)

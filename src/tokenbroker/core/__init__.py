@@ -15,6 +15,8 @@ from .errors import (
     TokenBrokerError,
     TransientProviderError,
 )
+from .health import HealthState, InstallationHealth
+from .health_policy import Backoff
 from .installation import Installation, InstallationStatus
 from .policy import RefreshPolicy, TokenState
 from .protocols import (
@@ -31,11 +33,14 @@ from .secret import Secret
 from .token import Token, TokenKey, validate_id
 
 __all__ = [
+    "Backoff",
     "Broker",
     "Clock",
     "ConfigError",
     "Event",
+    "HealthState",
     "Installation",
+    "InstallationHealth",
     "InstallationStatus",
     "InstallationStore",
     "InstanceNotInstalled",

@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-import attrs
-
 from .clock import Clock
 from .degraded import StoreHealth
 from .errors import (
@@ -29,10 +27,13 @@ from .errors import (
     StorageError,
     TokenBrokerError,
 )
-from .flow import Flow, Op, Sleep, run_async, run_sync
+from .flow import Flow, Sleep, run_async, run_sync
+from .health import InstallationHealth
+from .health_policy import Backoff
+from .health_tracker import HealthListener, HealthTracker
 from .installation import Installation
 from .nearcache import NearCache
-from .ops import Acquire, AcquireLease, DeleteToken, GetToken, PutToken, ReleaseLease
+from .ops import Acquire, AcquireLease, DeleteToken, GetToken, PutToken, Registered, ReleaseLease
 from .policy import RefreshPolicy, TokenState, state_at
 from .protocols import InstallationStore, Lease, TokenProvider, TokenStore
 from .singleflight import TaskFlights, ThreadFlights
@@ -46,21 +47,6 @@ AcquiredListener = Callable[[TokenKey, Token, Source], None]
 FailedListener = Callable[[TokenKey, BaseException], None]
 DegradedListener = Callable[[str, BaseException], None]
 RecoveredListener = Callable[[str], None]
-
-
-@attrs.frozen
-class _Registered(Op["Installation | None"]):
-    """The registry's record of ``key``'s installation."""
-
-    key: TokenKey
-
-    def run(self, port: TokenEngine) -> Installation | None:
-        assert port.registry is not None
-        return port.registry.get_installation(self.key.app_id, self.key.instance_id)
-
-    async def arun(self, port: TokenEngine) -> Installation | None:
-        assert port.registry is not None
-        return await port.registry.aget_installation(self.key.app_id, self.key.instance_id)
 
 
 # Stands in for a lease when the store cannot grant one (degraded mode).
@@ -79,8 +65,9 @@ class TokenEngine:
     caller waits for another process's refresh before giving up. With a
     ``registry``, the slow path refuses an installation recorded as removed
     (without asking the provider) and purges a token whose installation was
-    removed while it was being fetched. ``degrade=False`` (one-shot commands)
-    raises a store outage instead of riding it out.
+    removed while it was being fetched; it keeps each installation's health there
+    (``tokenbroker.core.health``), backing off by ``backoff`` from one Wix refuses.
+    ``degrade=False`` (one-shot commands) raises a store outage instead of riding it out.
     """
 
     def __init__(
@@ -95,10 +82,12 @@ class TokenEngine:
         wait_timeout: float = 45.0,
         registry: InstallationStore | None = None,
         degrade: bool = True,
+        backoff: Backoff | None = None,
         on_acquired: AcquiredListener = _ignore,
         on_failed: FailedListener = _ignore,
         on_degraded: DegradedListener = _ignore,
         on_recovered: RecoveredListener = _ignore,
+        on_health_changed: HealthListener = _ignore,
     ) -> None:
         self.provider = provider
         self.store = store
@@ -112,6 +101,10 @@ class TokenEngine:
         self.on_failed = on_failed
         self.health = StoreHealth(
             store.url, degrade=degrade, on_degraded=on_degraded, on_recovered=on_recovered
+        )
+        self.health_store = registry  # the port of the health ops (none: health is off)
+        self.tracker = HealthTracker(
+            backoff or Backoff(), clock, self.health, on_health_changed, active=registry is not None
         )
         self._threads: ThreadFlights[TokenKey, Token] = ThreadFlights()
         self._tasks: TaskFlights[TokenKey, Token] = TaskFlights()
@@ -208,6 +201,9 @@ class TokenEngine:
         thresholds = self._thresholds(token)
         return state_at(thresholds, self.clock.time()), thresholds
 
+    def _servable(self, token: Token) -> bool:
+        return self.policy.state(token, self.clock.time()).servable
+
     def _take_if_fresh(
         self, key: TokenKey, stored: Token | None, want_until: float | None = None
     ) -> Token | None:
@@ -228,14 +224,16 @@ class TokenEngine:
         """The store error that put the engine in degraded mode, or ``None``."""
         return self.health.error
 
-    def _check_installed(self, key: TokenKey, written: Token | None = None) -> Flow[None]:
-        """Refuse a key whose installation the registry knows as removed; purge
-        ``written`` first when it was stored while the removal landed."""
+    def _check_installed(
+        self, key: TokenKey, written: Token | None = None
+    ) -> Flow[Installation | None]:
+        """The registry's record of ``key``'s installation; refuse one it knows as
+        removed, purging ``written`` first when it was stored while the removal landed."""
         if self.registry is None:
-            return
-        installation = yield from self.health.guard(_Registered(key), None)
+            return None
+        installation = yield from self.health.guard(Registered(key), None)
         if installation is None or installation.active:
-            return
+            return installation
         if self.near is not None:
             self.near.discard(key)
         if written is not None:
@@ -266,32 +264,55 @@ class TokenEngine:
             f"used (lifetime {token.lifetime:.1f}s, fetched twice); none was handed out"
         )
 
+    def _health_gate(
+        self, key: TokenKey, record: Installation | None, fallback: Token | None
+    ) -> Flow[InstallationHealth | Token | None]:
+        """The health before a fetch (``None``: not kept), or ``fallback`` while it backs
+        off; the remembered error, with no request sent, if nothing else can be served."""
+        health = yield from self.tracker.current(key, record)
+        if (refusal := self.tracker.refusal(health)) is None:
+            return health
+        assert health is not None
+        if fallback is not None and not health.dead and self._servable(fallback):
+            return fallback
+        if health.dead and self.near is not None:
+            self.near.discard(key)
+        raise refusal
+
     def _refresh_flow(self, key: TokenKey, want_until: float | None = None) -> Flow[Token]:
-        yield from self._check_installed(key)
+        record = yield from self._check_installed(key)
         stored: Token | None = yield from self.health.guard(GetToken(key), None)
         if (found := self._take_if_fresh(key, stored, want_until)) is not None:
             return found
         seen = self._usable(stored)
         fallback = stored if seen is not None and seen[0] is TokenState.ADVISORY else None
-
+        health = yield from self._health_gate(key, record, fallback)
+        if isinstance(health, Token):
+            return health
         lease = yield from self._wait_for_lease(key, fallback, want_until)
         if isinstance(lease, Token):
             return lease
         try:
-            # Between our first look and our lease another process may have finished.
+            # Between our first look and our lease another process may have finished,
+            # or failed and started backing off.
             if lease is not NO_LEASE:
                 stored = yield from self.health.guard(GetToken(key), None)
                 if (found := self._take_if_fresh(key, stored, want_until)) is not None:
                     return found
+                health = yield from self._health_gate(key, record, fallback)
+                if isinstance(health, Token):
+                    return health
             try:
                 token = yield from self._acquire_servable(key)
-            except (InstanceNotInstalled, InvalidCredentials):
+            except (InstanceNotInstalled, InvalidCredentials) as exc:
                 # the old token is no use either: Wix no longer accepts this pair
                 if self.near is not None:
                     self.near.discard(key)
+                yield from self.tracker.failed(key, health, exc, record)
                 raise
             except ProviderError as exc:
-                if fallback is not None and self.policy.state(fallback, self.clock.time()).servable:
+                yield from self.tracker.failed(key, health, exc, record)
+                if fallback is not None and self._servable(fallback):
                     log.warning(
                         "early refresh of %s failed; serving the current token: %s", key, exc
                     )
@@ -306,6 +327,7 @@ class TokenEngine:
                 seen = self._usable(newer)
                 if newer is not None and seen is not None and seen[0].servable:
                     token = newer
+            yield from self.tracker.succeeded(key, health, token)
             self._remember(token, self._thresholds(token))
             self.on_acquired(key, token, "provider")
             return token
@@ -331,7 +353,7 @@ class TokenEngine:
             )
             if lease is not None:
                 return lease
-            if fallback is not None and self.policy.state(fallback, self.clock.time()).servable:
+            if fallback is not None and self._servable(fallback):
                 return fallback  # advisory: someone else refreshes, keep serving
             yield from Sleep(pause)
             pause = min(pause * 1.5, 0.25)

@@ -36,8 +36,13 @@ class StoreUnavailable(StorageError):
 class ProviderError(TokenBrokerError):
     """The token provider answered with something we cannot use.
 
-    ``status`` is the HTTP status (``None`` when there was no HTTP answer) and
-    ``wix_message`` the ``message`` field of Wix's error body, when there was one.
+    ``status`` is the HTTP status (``None`` when there was no HTTP answer),
+    ``wix_message`` the text of Wix's error body when there was one (its
+    ``message``, an OAuth ``error_description``, or a plain-text body, with any
+    secret scrubbed out), ``code`` its error code (``applicationError.code`` or
+    an OAuth ``error``), and ``request_id`` the answer's ``x-wix-request-id``
+    header: what Wix support asks for. The request id also ends the message, as
+    `` (request id <id>)``; it is ``None`` when there was no HTTP answer.
     """
 
     def __init__(
@@ -47,15 +52,22 @@ class ProviderError(TokenBrokerError):
         status: int | None = None,
         wix_message: str | None = None,
         code: str | None = None,
+        request_id: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(with_request_id(message, request_id))
         self.status = status
         self.wix_message = wix_message
         self.code = code
+        self.request_id = request_id
+
+
+def with_request_id(message: str, request_id: str | None) -> str:
+    """``message`` with `` (request id <id>)`` appended when there is an id."""
+    return f"{message} (request id {request_id})" if request_id else message
 
 
 class InvalidCredentials(ProviderError):
-    """The app id or secret was refused (401/403). Never retried."""
+    """The app id or secret was refused (401/403, or OAuth ``invalid_client``). Never retried."""
 
 
 class InstanceNotInstalled(ProviderError):
@@ -73,8 +85,11 @@ class RateLimited(ProviderError):
         status: int | None = 429,
         wix_message: str | None = None,
         code: str | None = None,
+        request_id: str | None = None,
     ) -> None:
-        super().__init__(message, status=status, wix_message=wix_message, code=code)
+        super().__init__(
+            message, status=status, wix_message=wix_message, code=code, request_id=request_id
+        )
         self.retry_after = retry_after
 
 

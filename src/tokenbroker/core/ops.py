@@ -14,6 +14,7 @@ from typing import Protocol
 import attrs
 
 from .flow import Op
+from .health import InstallationHealth, from_record, health_app_id, to_record
 from .installation import Installation
 from .protocols import InstallationStore, Lease, TokenProvider, TokenStore
 from .token import Token, TokenKey
@@ -31,6 +32,20 @@ class InstallationStorePort(Protocol):
 
     @property
     def store(self) -> InstallationStore: ...
+
+
+class HealthStorePort(Protocol):
+    """A port with the installation store that keeps installation health."""
+
+    @property
+    def health_store(self) -> InstallationStore: ...
+
+
+class RegistryPort(Protocol):
+    """A port with an optional installation registry (the engine)."""
+
+    @property
+    def registry(self) -> InstallationStore | None: ...
 
 
 class ProviderPort(Protocol):
@@ -137,6 +152,21 @@ class GetInstallation(Op["Installation | None"]):
 
 
 @attrs.frozen
+class Registered(Op["Installation | None"]):
+    """The registry's record of ``key``'s installation (the port has a registry)."""
+
+    key: TokenKey
+
+    def run(self, port: RegistryPort) -> Installation | None:
+        assert port.registry is not None
+        return port.registry.get_installation(self.key.app_id, self.key.instance_id)
+
+    async def arun(self, port: RegistryPort) -> Installation | None:
+        assert port.registry is not None
+        return await port.registry.aget_installation(self.key.app_id, self.key.instance_id)
+
+
+@attrs.frozen
 class PutInstallation(Op[bool]):
     """Write the record (the newest ``updated_at`` wins); whether it was news."""
 
@@ -165,3 +195,58 @@ class ListInstallations(Op["list[Installation]"]):
 
     def _iter(self, port: InstallationStorePort) -> Iterator[Installation]:
         return port.store.iter_installations(self.app_id, include_removed=self.include_removed)
+
+
+# -- installation health (reserved records: see tokenbroker.core.health) ----------------
+@attrs.frozen
+class GetHealth(Op["InstallationHealth | None"]):
+    """The stored health of one installation of ``app_id``, or ``None``."""
+
+    app_id: str
+    instance_id: str
+
+    def run(self, port: HealthStorePort) -> InstallationHealth | None:
+        return from_record(port.health_store.get_installation(self._app, self.instance_id))
+
+    async def arun(self, port: HealthStorePort) -> InstallationHealth | None:
+        record = await port.health_store.aget_installation(self._app, self.instance_id)
+        return from_record(record)
+
+    @property
+    def _app(self) -> str:
+        return health_app_id(self.app_id)
+
+
+@attrs.frozen
+class PutHealth(Op[bool]):
+    """Write an installation's health (the newest ``updated_at`` wins); whether it was."""
+
+    app_id: str
+    health: InstallationHealth
+
+    def run(self, port: HealthStorePort) -> bool:
+        return port.health_store.put_installation(to_record(self.app_id, self.health))
+
+    async def arun(self, port: HealthStorePort) -> bool:
+        return await port.health_store.aput_installation(to_record(self.app_id, self.health))
+
+
+@attrs.frozen
+class ListHealth(Op["dict[str, InstallationHealth]"]):
+    """Every stored health of ``app_id``'s installations, by instance id (one walk of
+    the reserved records; the async twin walks in a worker thread)."""
+
+    app_id: str
+
+    def run(self, port: HealthStorePort) -> dict[str, InstallationHealth]:
+        found = {}
+        for record in port.health_store.iter_installations(
+            health_app_id(self.app_id), include_removed=True
+        ):
+            health = from_record(record)
+            if health is not None:
+                found[health.instance_id] = health
+        return found
+
+    async def arun(self, port: HealthStorePort) -> dict[str, InstallationHealth]:
+        return await asyncio.to_thread(self.run, port)

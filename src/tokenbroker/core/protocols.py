@@ -36,6 +36,10 @@ class ProviderConfig:
     clock: Clock = attrs.field(factory=SystemClock)
     transport: Any = attrs.field(default=None, repr=False)
     """An ``httpx2`` transport for tests (``httpx2.MockTransport``), or ``None``."""
+    not_installed: tuple[str, ...] = ()
+    """More signs that the provider means "not installed on this instance": error
+    codes, or ``text:<phrase>`` entries matched in its error text. The provider
+    checks them (a ``ConfigError``); one with no such rules ignores them."""
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from ..core.health import InstallationHealth
     from ..core.protocols import Broker, Event
     from ..core.token import Token, TokenKey
     from .registry import RegisterBackend, RegisterProvider
@@ -55,7 +56,8 @@ def tokenbroker_register_providers(register: RegisterProvider) -> None:
 
 @hookspec
 def tokenbroker_app_installed(event: Event, broker: Broker) -> None:
-    """A verified ``AppInstalled`` webhook was recorded as news.
+    """A verified install was recorded as news: ``AppInstalled``, App Installation
+    Created, or App Installation Updated with status ``INSTALLED``.
 
     Fires after the installation is durably stored, once per installation
     event: a repeated delivery, or one older than what is recorded (the JWT's
@@ -66,7 +68,8 @@ def tokenbroker_app_installed(event: Event, broker: Broker) -> None:
 
 @hookspec
 def tokenbroker_app_removed(event: Event, broker: Broker) -> None:
-    """A verified ``AppRemoved`` webhook was recorded as news.
+    """A verified removal was recorded as news: ``AppRemoved``, or App Installation
+    Updated with status ``UNINSTALLED``.
 
     Fires after the installation is marked removed and its tokens purged from
     the store and this process's near cache. Same once-only rules as
@@ -79,8 +82,9 @@ def tokenbroker_webhook_event(event: Event, broker: Broker) -> None:
     """Any verified webhook event, of any type, known or not.
 
     Fires after the type-specific hook. Installation events fire it only when
-    they were news; other types fire it once per delivery seen by this
-    process (repeats within the last 10,000 deliveries are dropped).
+    they were news; other types fire it once per delivery fleet-wide: a
+    duplicate (the same event ``id``, or the same body when there is none) is
+    dropped for 48 h by every process sharing the store.
     """
 
 
@@ -113,3 +117,23 @@ def tokenbroker_store_degraded(store_url: str, error: BaseException) -> None:
 @hookspec
 def tokenbroker_store_recovered(store_url: str) -> None:
     """The store answers again and degraded mode is over (once per outage)."""
+
+
+@hookspec
+def tokenbroker_installation_health_changed(
+    app_id: str, instance_id: str, old: InstallationHealth, new: InstallationHealth
+) -> None:
+    """An installation's health changed state: ``healthy``, ``failing`` or ``dead``.
+
+    ``old`` and ``new`` are ``tokenbroker.core.health.InstallationHealth`` values
+    (``new.to_json()`` is safe to log: it holds Wix's error message and request
+    id, never a token or the secret). Fires once per change, not once per
+    failure: healthy to failing on the first failed fetch that counts, failing
+    (or healthy) to dead when Wix says the app is not installed or the
+    installation is removed, failing to healthy on the first token after
+    failures, dead to healthy when it is installed again (at once on
+    ``installations add`` or an ``AppInstalled`` webhook).
+    With several replicas on one store, the replica whose write recorded the
+    change fires it. It runs on the thread (or event loop) that made the fetch
+    or the change: keep it short.
+    """

@@ -1,4 +1,6 @@
-"""The ASGI service: webhooks and health (``tokenbroker serve``, or mount it).
+"""The ASGI service: webhooks and health (``tokenbroker serve``, or mount it), and
+the identity of your app's own frontend requests (``IdentityDependency``,
+``IdentityMiddleware``: see ``tokenbroker.service.identity``).
 
 It needs the ``server`` extra (Starlette; uvicorn to run it with ``tokenbroker
 serve``). Without it, importing this package says which ``pip install`` to run
@@ -32,5 +34,25 @@ def require(module: str, what: str) -> None:
 require("starlette", "tokenbroker's webhook service")
 
 from .app import create_app  # noqa: E402 - only once starlette is known to be there
+from .identity import (  # noqa: E402
+    IdentityDependency,
+    IdentityHTTPException,
+    IdentityMiddleware,
+    add_identity_errors,
+    credential_from,
+    identity_exception_handler,
+    identity_of,
+)
 
-__all__ = ["SERVER_EXTRA", "MissingServerExtra", "create_app"]
+__all__ = [
+    "SERVER_EXTRA",
+    "IdentityDependency",
+    "IdentityHTTPException",
+    "IdentityMiddleware",
+    "MissingServerExtra",
+    "add_identity_errors",
+    "create_app",
+    "credential_from",
+    "identity_exception_handler",
+    "identity_of",
+]

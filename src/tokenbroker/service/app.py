@@ -43,7 +43,9 @@ def _error(status: int, reason: str) -> JSONResponse:
 def _rejected(request: Request, status: int, reason: str) -> JSONResponse:
     """Refuse a delivery, and say so at INFO: ``reason`` is a fixed phrase, never the body."""
     client = request.client.host if request.client is not None else "?"
-    log.info("webhook rejected: %d %s (from %s)", status, reason, client)
+    # A 409 is another replica recording the same delivery: routine, and Wix resends it.
+    level = logging.DEBUG if status == 409 else logging.INFO
+    log.log(level, "webhook rejected: %d %s (from %s)", status, reason, client)
     return _error(status, reason)
 
 
@@ -108,7 +110,9 @@ def create_app(
             log.error("webhook failed: %s", exc)
             return _error(500, "internal error")
         task = BackgroundTask(_run_hooks, outcome) if outcome.hooks else None
-        return JSONResponse({"ok": True, "news": outcome.news}, background=task)
+        return JSONResponse(
+            {"ok": True, "news": outcome.news, "duplicate": outcome.duplicate}, background=task
+        )
 
     async def healthz(request: Request) -> JSONResponse:
         current = state["broker"]

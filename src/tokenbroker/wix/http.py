@@ -21,6 +21,10 @@ that request's own auth counts as part of the trial): an answer closes the
 circuit and resets the cooldown, a failure re-opens it with the cooldown
 doubled (30 s, 60 s, ... at most 300 s). A cancelled trial frees its slot at
 once; one that never reports is given up after 60 s.
+
+Every error raised for an answer carries that answer's ``x-wix-request-id``
+(``request_id``, also at the end of its message); each failed attempt that is
+retried is logged at INFO with it, and so is the failure that opens the circuit.
 """
 
 from __future__ import annotations
@@ -36,17 +40,17 @@ import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from contextvars import ContextVar
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 import httpx2
 
 from ..core.breaker import CircuitBreaker, CircuitState, Permit
 from ..core.clock import Clock
-from ..core.errors import ProviderError, RateLimited, TransientProviderError
+from ..core.errors import ProviderError, RateLimited, TransientProviderError, with_request_id
 from ..core.flow import Flow, Op, Sleep
 from ..core.loops import on_loop_close
-from .errors import classify
+from .errors import DEFAULT_RULES, NotInstalledRules, classify, request_id_of
 from .facts import USER_AGENT
 
 log = logging.getLogger("tokenbroker.wix")
@@ -140,8 +144,11 @@ class WixHttp:
         timeout: float,
         transport: httpx2.BaseTransport | httpx2.AsyncBaseTransport | None,
         scrub: Callable[[str], str],
+        not_installed: NotInstalledRules = DEFAULT_RULES,
     ) -> None:
         self.api_url = api_url
+        self.not_installed = not_installed
+        """What reads as "not installed" in an error answer (see ``NotInstalledRules``)."""
         self.retry = retry
         self.breaker = breaker
         self._clock = clock
@@ -225,6 +232,9 @@ class WixHttp:
         self, request: httpx2.Request, what: str, auth: httpx2.Auth | None = None
     ) -> Flow[httpx2.Response]:
         """Send ``request`` within the retry budget and the breaker; return a 2xx response."""
+        # ``client.send`` applies no client default headers (only ``build_request`` does),
+        # so a request built here names tokenbroker itself.
+        request.headers.setdefault("User-Agent", USER_AGENT)
         budget = self.retry
         breaker = self.breaker
         for attempt in range(budget.max_attempts):
@@ -243,7 +253,7 @@ class WixHttp:
                     with suppress(ValueError):  # closed from another context: nothing to undo
                         _TRIAL.reset(scope)
             if response is None:
-                self._record(permit, failed=True)
+                self._record(permit, failed=True, last_failure=f"no answer: {no_answer}")
                 if breaker.state is not CircuitState.CLOSED:
                     raise self._circuit_open(what, f"no answer: {no_answer}")
                 if last:
@@ -251,29 +261,41 @@ class WixHttp:
                         f"{what}: no answer from {self.api_url} after {budget.max_attempts} "
                         f"attempt(s): {no_answer}"
                     )
-                yield from Sleep(budget.backoff(attempt))
+                pause = budget.backoff(attempt)
+                log.info("%s: no answer (%s); retrying in %.2fs", what, no_answer, pause)
+                yield from Sleep(pause)
                 continue
             if response.is_success:
                 self._record(permit, failed=False)
                 return response
-            error = classify(response, what, self._scrub)
-            transient = isinstance(error, TransientProviderError)
-            self._record(permit, failed=transient)
-            if transient and breaker.state is not CircuitState.CLOSED:
-                reason = str(error).removeprefix(f"{what}: ")
-                raise self._circuit_open(what, reason) from error
-            if isinstance(error, RateLimited):
-                wait = parse_retry_after(response.headers.get("Retry-After"), self._clock.time())
-                error.retry_after = wait
-                if last or (wait is not None and wait > budget.max_retry_after):
-                    raise error
-                yield from Sleep(wait if wait is not None else budget.backoff(attempt))
-                continue
-            if transient and not last:
-                yield from Sleep(budget.backoff(attempt))
-                continue
-            raise error
+            yield from Sleep(self._judge(response, what, permit, attempt))
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _judge(self, response: httpx2.Response, what: str, permit: Permit, attempt: int) -> float:
+        """Classify a non-2xx answer and tell the breaker: raise its error, or return
+        how long to wait before the next attempt (logged with the request id)."""
+        budget = self.retry
+        last = attempt == budget.max_attempts - 1
+        error = classify(response, what, self._scrub, self.not_installed)
+        transient = isinstance(error, TransientProviderError)
+        reason = str(error).removeprefix(f"{what}: ")
+        self._record(permit, failed=transient, last_failure=reason)
+        if transient and self.breaker.state is not CircuitState.CLOSED:
+            # the id once, on the circuit's error, not inside its "last failure" too
+            unquoted = reason.removesuffix(with_request_id("", error.request_id))
+            raise self._circuit_open(what, unquoted, error.request_id) from error
+        if isinstance(error, RateLimited):
+            wait = parse_retry_after(response.headers.get("Retry-After"), self._clock.time())
+            error.retry_after = wait
+            if last or (wait is not None and wait > budget.max_retry_after):
+                raise error
+            pause = wait if wait is not None else budget.backoff(attempt)
+        elif transient and not last:
+            pause = budget.backoff(attempt)
+        else:
+            raise error
+        log.info("%s; retrying in %.2fs", error, pause)
+        return pause
 
     def _admit(self, what: str) -> Permit:
         held = _TRIAL.get()
@@ -286,21 +308,28 @@ class WixHttp:
             log.info("Wix API circuit half-open: sending one trial request (%s)", what)
         return permit
 
-    def _record(self, permit: Permit, *, failed: bool) -> None:
+    def _record(self, permit: Permit, *, failed: bool, last_failure: str = "") -> None:
+        """Tell the breaker how the attempt went; ``last_failure`` (the error's message,
+        request id included) names the failure that opened it, in the log line."""
         breaker = self.breaker
         if failed:
             if breaker.record_failure(permit):
                 log.warning(
                     "Wix API circuit opened after %d consecutive failures; "
-                    "requests to %s refused for %gs",
+                    "requests to %s refused for %gs (last failure: %s)",
                     breaker.failures,
                     self.api_url,
                     breaker.current_cooldown,
+                    last_failure or "unknown",
                 )
         elif breaker.record_success(permit):
             log.info("Wix API circuit closed: %s answered again", self.api_url)
 
-    def _circuit_open(self, what: str, reason: str | None = None) -> TransientProviderError:
+    def _circuit_open(
+        self, what: str, reason: str | None = None, request_id: str | None = None
+    ) -> TransientProviderError:
+        """The error for a call the open circuit stops; ``request_id`` is that of the
+        answer that stopped it, if one did (``None`` when nothing was sent)."""
         breaker = self.breaker
         failures = breaker.failures
         if breaker.state is CircuitState.HALF_OPEN:
@@ -310,15 +339,30 @@ class WixHttp:
         message = f"{what}: Wix API circuit open after {failures} consecutive failures; {when}"
         if reason:
             message += f" (last failure: {reason})"
-        return TransientProviderError(message, status=None)
+        return TransientProviderError(message, status=None, request_id=request_id)
 
 
-def json_object(response: httpx2.Response, what: str) -> dict[str, object]:
-    """The answer's JSON object, or a ``ProviderError`` naming ``what``."""
+def json_object(
+    response: httpx2.Response, what: str | Callable[[str], ProviderError]
+) -> dict[str, Any]:
+    """A 2xx answer's body as a JSON object; anything else is a ``ProviderError``:
+    ``what(why)`` when ``what`` builds one, else one naming the call ``what``."""
+    bad: Callable[[str], ProviderError]
+    if isinstance(what, str):
+        call = what
+
+        def bad(why: str) -> ProviderError:
+            return ProviderError(
+                f"{call}: Wix answered {response.status_code} with {why}",
+                status=response.status_code,
+                request_id=request_id_of(response),
+            )
+    else:
+        bad = what
     try:
         body = response.json()
     except ValueError:
-        body = None
+        raise bad("a body that is not JSON") from None
     if not isinstance(body, dict):
-        raise ProviderError(f"{what}: Wix answered with a body that is not a JSON object")
+        raise bad(f"JSON {type(body).__name__}, not an object")
     return body

@@ -1,9 +1,11 @@
 """The Wix provider: Create Access Token with the client-credentials grant.
 
-``POST {api}/oauth2/token`` with a JSON body ``{"grant_type":
-"client_credentials", "client_id", "client_secret", "instance_id"}``; the answer
+``POST {api}/oauth2/token`` with a JSON body ``{"instance_id", "client_id",
+"client_secret", "grant_type": "client_credentials"}``; the answer
 is ``{"access_token", "token_type", "expires_in"}``, parsed strictly. Requests go
 through ``WixHttp`` (retry budget and circuit breaker, see ``tokenbroker.wix.http``).
+Error answers are classified by ``tokenbroker.wix.errors``; what reads as "not
+installed" is ``NotInstalledRules``, extended by ``ProviderConfig.not_installed``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from ..core.clock import to_datetime
 from ..core.errors import ConfigError, InvalidCredentials, ProviderError
 from ..core.flow import Flow, run_async, run_sync
 from ..core.protocols import ProviderConfig
-from ..core.secret import scrub_secrets
+from ..core.secret import Secret, scrub_secrets
 from ..core.token import Token, TokenKey
 from . import apps
+from .errors import DEFAULT_RULES, NotInstalledRules, request_id_of
 from .facts import TOKEN_PATH, validate_api_url
-from .http import RetryBudget, WixHttp
+from .http import RetryBudget, WixHttp, json_object
 
 log = logging.getLogger("tokenbroker.wix")
 
@@ -44,6 +47,8 @@ class WixProvider:
     """Gets Wix access tokens, and calls the app APIs that take an instance's token.
 
     Thread-safe and usable from several event loops (see ``WixHttp``).
+    ``not_installed`` replaces the built-in ``NotInstalledRules``; the entries of
+    ``config.not_installed`` (``CODE`` or ``text:<phrase>``) extend either.
     """
 
     name = "wix"
@@ -54,8 +59,12 @@ class WixProvider:
         *,
         retry: RetryBudget | None = None,
         breaker: CircuitBreaker | None = None,
+        not_installed: NotInstalledRules | None = None,
     ) -> None:
         self.app_id = config.app_id
+        rules = (DEFAULT_RULES if not_installed is None else not_installed).with_entries(
+            config.not_installed, source="ProviderConfig.not_installed"
+        )
         self._secret = config.app_secret
         self.api_url = validate_api_url(config.api_url)
         self._clock = config.clock
@@ -67,6 +76,7 @@ class WixProvider:
             timeout=config.timeout,
             transport=config.transport,
             scrub=self._scrub,
+            not_installed=rules,
         )
         self.credentials = CircuitBreaker(
             failure_threshold=CREDENTIAL_REFUSALS, cooldown=60.0, clock=config.clock
@@ -82,6 +92,11 @@ class WixProvider:
     def max_fetch_seconds(self) -> float:
         """The longest one ``acquire`` can take: the lease on a key must outlast it."""
         return self.http.max_call_seconds
+
+    @property
+    def app_secret(self) -> Secret:
+        """The app secret (masked in reprs); instance signatures are keyed with it."""
+        return self._secret
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -116,11 +131,13 @@ class WixProvider:
         return httpx2.Request(
             "POST",
             self.api_url + TOKEN_PATH,
+            # In the order Wix's SDK sends them (seen in @wix/sdk AppStrategy.js), so the
+            # body is byte for byte the SDK's (tests/interop checks it).
             json={
-                "grant_type": "client_credentials",
+                "instance_id": key.instance_id,
                 "client_id": self.app_id,
                 "client_secret": self._secret.reveal(),
-                "instance_id": key.instance_id,
+                "grant_type": "client_credentials",
             },
         )
 
@@ -130,14 +147,15 @@ class WixProvider:
         obtained = self._clock.time()  # counted from before the request: errs early
         try:
             response = yield from self.http.request_flow(request, "Create Access Token")
-        except InvalidCredentials:
+        except InvalidCredentials as exc:
             if self.credentials.record_failure(permit):
                 log.warning(
                     "Wix refused app %s's credentials %d times in a row; Create Access "
-                    "Token is not sent for %gs",
+                    "Token is not sent for %gs (last refusal: %s)",
                     self.app_id,
                     self.credentials.failures,
                     self.credentials.current_cooldown,
+                    exc,
                 )
             raise
         except BaseException:
@@ -164,14 +182,10 @@ class WixProvider:
             return ProviderError(
                 f"Create Access Token: Wix answered {response.status_code} with {why}",
                 status=response.status_code,
+                request_id=request_id_of(response, self._scrub),
             )
 
-        try:
-            body = response.json()
-        except ValueError:
-            raise bad("a body that is not JSON") from None
-        if not isinstance(body, dict):
-            raise bad(f"JSON {type(body).__name__}, not an object")
+        body = json_object(response, bad)
         access_token = body.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise bad("no access_token string")

@@ -1,7 +1,8 @@
 """``sqlite:///path``, ``postgresql+psycopg://…``, ``mysql+pymysql://…``: one SQL store.
 
 ``store`` holds ``SQLStore``; ``schema`` its tables, version and upgrades;
-``statements`` the statements and rows; ``engines`` the per-dialect engine
+``statements`` the statements and rows; ``sweep`` the bounded sweep of
+lapsed leases; ``engines`` the per-dialect engine
 setup; ``transactions`` running work with retries and clean errors;
 ``failures`` which of those errors are outages and which misconfigurations. Times
 are stored as integer microseconds since the epoch (see ``..codec``); the

@@ -3,6 +3,11 @@
 Tables are created on first use. The version is a row in ``<prefix>schema``;
 a store finding an older one upgrades the tables in one transaction, and one
 finding a newer one refuses to touch them.
+
+Indexes that change nothing a row means are not a version: a store adds the
+ones its tables lack on first use (``<prefix>leases_expires_at`` came after
+version 1), and a release that does not know an index ignores it, so old and
+new releases keep sharing the tables during a rolling upgrade.
 """
 
 from __future__ import annotations
@@ -94,6 +99,9 @@ class Tables:
             sa.Column("instance_id", _ident(256), primary_key=True),
             sa.Column("owner", sa.String(64), nullable=False),
             sa.Column("expires_at", sa.BigInteger, nullable=False),
+            # The sweep of lapsed leases finds them by expiry; the primary key
+            # cannot (every webhook mark shares one provider and app id).
+            sa.Index(f"{prefix}leases_expires_at", "expires_at"),
             **_MYSQL_TABLE,
         )
         self.schema = sa.Table(
@@ -109,17 +117,22 @@ class Tables:
 
 
 def create_tables(tx: Transactions, tables: Tables) -> None:
-    """Create the tables that do not exist yet; safe while other processes do too."""
+    """Create the tables and indexes that do not exist yet; safe while other
+    processes do too."""
     for attempt in range(1, _CREATE_ATTEMPTS + 1):
         try:
             with tx.transaction(write=True) as conn:
                 tables.metadata.create_all(conn, checkfirst=True)
+                # create_all skips a table that exists, and its indexes with it.
+                for table, index in _missing_indexes(conn, tables):
+                    log.warning("adding index %s to table %s in %s", index.name, table, tx.url)
+                    index.create(conn)
             return
         except exc.DBAPIError as error:
-            # Another process created a table between our check and our
-            # CREATE ("already exists", or PostgreSQL's duplicate pg_type
-            # row): fine if every table is there now, else go again.
-            missing = _missing_tables(tx, tables)
+            # Another process created a table or an index between our check
+            # and our CREATE ("already exists", or PostgreSQL's duplicate
+            # pg_type or pg_class row): fine if all is there now, else go again.
+            missing = _missing(tx, tables)
             if missing == []:
                 return
             if missing is None or attempt == _CREATE_ATTEMPTS:
@@ -129,14 +142,34 @@ def create_tables(tx: Transactions, tables: Tables) -> None:
             raise tx.storage_error("creating tables", error) from None
 
 
-def _missing_tables(tx: Transactions, tables: Tables) -> list[str] | None:
-    """Our tables that do not exist; None if we cannot even look."""
+def _missing(tx: Transactions, tables: Tables) -> list[str] | None:
+    """Our tables and indexes that do not exist; None if we cannot even look."""
     try:
         with tx.transaction(write=False) as conn:
             inspector = sa.inspect(conn)
-            return [name for name in tables.names if not inspector.has_table(name)]
+            absent = [name for name in tables.names if not inspector.has_table(name)]
+            if absent:
+                return absent
+            return [str(index.name) for _, index in _missing_indexes(conn, tables)]
     except (exc.SQLAlchemyError, OSError):
         return None
+
+
+def _missing_indexes(conn: Connection, tables: Tables) -> list[tuple[str, sa.Index]]:
+    """The indexes (with their table's name) that our existing tables lack."""
+    inspector = sa.inspect(conn)
+    missing: list[tuple[str, sa.Index]] = []
+    for table in tables.metadata.sorted_tables:
+        if not table.indexes:
+            continue
+        # Names compare without case: MySQL and MariaDB do too.
+        present = {str(found["name"]).casefold() for found in inspector.get_indexes(table.name)}
+        missing.extend(
+            (table.name, index)
+            for index in sorted(table.indexes, key=lambda ix: str(ix.name))
+            if str(index.name).casefold() not in present
+        )
+    return missing
 
 
 def check_version(tx: Transactions, tables: Tables, prefix: str) -> None:

@@ -8,7 +8,8 @@ dialect-specific upserts:
   duplicate key on that insert means someone raced us and the row is checked
   again under a row lock.
 * a lease is a row; acquiring deletes an expired row for the key and inserts
-  a new one in one transaction, so the primary key admits one winner.
+  a new one in one transaction, so the primary key admits one winner. Rows of
+  keys nobody acquires again are swept in bounded batches (see ``sweep``).
 * installations are read under ``SELECT … FOR UPDATE`` and written only when
   ``installation_wins`` says so.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from ...core.clock import Clock, SystemClock
 from ...core.errors import ConfigError
 from ...core.installation import Installation
 from ...core.protocols import Lease
@@ -48,6 +49,7 @@ from .statements import (
     key_params,
     token_from_row,
 )
+from .sweep import LeaseSweeper
 from .transactions import Transactions
 
 __all__ = ["SQLStore"]
@@ -64,7 +66,9 @@ class SQLStore(ThreadedAsyncMixin):
 
     Thread-safe: each call runs on a pooled connection of its own, writes in
     one short transaction, reads of one statement without one. The async twins
-    run the same calls in worker threads.
+    run the same calls in worker threads. ``clock`` dates the leases and paces
+    their sweeps (the system clock unless a test moves its own): every host
+    judges a lease by its own clock, so keep the hosts' clocks in sync.
     """
 
     shared = True
@@ -75,8 +79,14 @@ class SQLStore(ThreadedAsyncMixin):
         *,
         table_prefix: str = DEFAULT_TABLE_PREFIX,
         engine_options: Mapping[str, Any] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.url = redact_url(url)
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigError(
+                f"SQL store clock must have a time() method, not {type(clock).__name__}"
+            )
+        self._clock: Clock = clock if clock is not None else SystemClock()
         try:
             sa_url = make_url(url)
         except (exc.ArgumentError, ValueError, TypeError):
@@ -100,6 +110,7 @@ class SQLStore(ThreadedAsyncMixin):
         self._statements = Statements(self._tables)
         engines = create_engines(sa_url, dict(engine_options or {}), self.url)
         self._tx = Transactions(engines, self.url, url_passwords(url))
+        self._sweeper = LeaseSweeper(self._tables, engines.engine.dialect.name)
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -249,7 +260,7 @@ class SQLStore(ThreadedAsyncMixin):
 
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
         # Wall-clock time: the lease is judged by every host sharing the store.
-        now = time.time()
+        now = self._clock.time()
         lease = Lease(key=key, owner=secrets.token_hex(16), expires_at=now + ttl)
         s = self._statements
         now_us = int(now * 1_000_000)
@@ -265,7 +276,11 @@ class SQLStore(ThreadedAsyncMixin):
             conn.execute(s.insert_lease, row)
             return lease
 
-        return self._run("acquire_lease", take, write=True, on_conflict=lambda: None)
+        taken = self._run("acquire_lease", take, write=True, on_conflict=lambda: None)
+        # After the acquire, in a transaction of its own: it cannot fail the acquire.
+        if self._sweeper.claim(now):
+            self._sweeper.sweep(self._tx, now)
+        return taken
 
     def release_lease(self, lease: Lease) -> bool:
         statement = self._statements.release_lease

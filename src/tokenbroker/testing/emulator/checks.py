@@ -7,6 +7,7 @@ as a broken answer or a handler thread dying mid-request.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -83,3 +84,61 @@ def header_fields(headers: Mapping[str, str] | None) -> None:
             value.encode("latin-1")
         except UnicodeEncodeError:
             raise ValueError(f"header {name} must be Latin-1 text") from None
+
+
+# The shapes the emulator can word its error answers in (see ``responses``).
+ERROR_SHAPES: Final = ("wix", "ietf")
+# The statuses Create Access Token may answer for an instance that is not installed.
+NOT_INSTALLED_STATUSES: Final = (400, 401, 403, 404)
+# Token Info's subject types (documented: OAuth 2 > Token Info, ``subjectType``).
+SUBJECT_TYPES: Final = ("APP", "USER", "MEMBER", "VISITOR")
+
+
+def one_of(name: str, value: object, allowed: tuple[object, ...]) -> None:
+    """``value`` is one of ``allowed`` (of the same type as they are, bool never an int)."""
+    kind = type(allowed[0])
+    if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise TypeError(f"{name} must be {article} {kind.__name__}, got {value!r}")
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def error_shape(name: str, value: object) -> None:
+    one_of(name, value, ERROR_SHAPES)
+
+
+def not_installed_status(name: str, value: object) -> None:
+    one_of(name, value, NOT_INSTALLED_STATUSES)
+
+
+def optional_text(name: str, value: object) -> None:
+    if value is not None:
+        text(name, value)
+
+
+def plain_str(name: str, value: object) -> None:
+    """A str, empty allowed (a display name, say)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+
+
+def texts(name: str, value: object) -> tuple[str, ...]:
+    """A list or tuple of non-empty strs (never one str, which would iterate by letter)."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TypeError(f"{name} must be a list of str, got {type(value).__name__}")
+    for item in value:
+        text(f"{name} item", item)
+    return tuple(value)
+
+
+def json_object(name: str, value: object) -> dict[str, object]:
+    """A mapping with str keys that ``json`` can encode, copied (later changes do not leak in)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping, got {type(value).__name__}")
+    if not all(isinstance(key, str) for key in value):
+        raise TypeError(f"{name} keys must be str")
+    try:
+        return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
+    except (TypeError, ValueError, RecursionError):
+        raise TypeError(f"{name} must hold only JSON values") from None

@@ -1,7 +1,9 @@
 """Fault injection: the canned answers and delays a test queues per endpoint.
 
-``_FaultInjection`` sits between the Wix records (``endpoints``) and the emulator
-(``state``), which takes the next fault for each request it serves.
+``_FaultInjection`` sits between the Wix records and endpoints (``endpoints``,
+``identity``) and the emulator (``state``), which takes the next fault for each request
+it serves. A fault with no body of the test's is worded when it is sent, in the
+``error_shape`` set then.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from typing import Any
 import attrs
 
 from . import checks
-from .endpoints import ENDPOINTS, TOKEN_ENDPOINT, _WixEndpoints
-from .responses import _failure, _garbage, _rate_limited
-from .server import _Response
+from .endpoints import ENDPOINTS, TOKEN_ENDPOINT
+from .identity import _Identity
+from .responses import _Answer, _failure, _garbage, _rate_limited
 
 
 @attrs.frozen
 class _Fault:
     """One queued misbehaviour: a canned answer, or a delay before the real one."""
 
-    response: _Response | None
+    response: _Answer | None
     delay: float = 0.0
 
 
@@ -44,7 +46,7 @@ def _check_times(times: object) -> int:
 
 
 @attrs.define(eq=False, repr=False)
-class _FaultInjection(_WixEndpoints):
+class _FaultInjection(_Identity):
     """The fault queues, one per endpoint, under the endpoints' lock."""
 
     _faults: dict[str, collections.deque[_Queued]] = attrs.field(init=False)
@@ -64,8 +66,9 @@ class _FaultInjection(_WixEndpoints):
     ) -> None:
         """Answer the next ``times`` requests to ``endpoint`` with ``status``.
 
-        The default body is Wix's standard error shape for that status, so without a
-        ``body`` the status must be an error (400-599). A mapping is sent as JSON;
+        The default body is the error shape for that status (Wix's, or the ietf one
+        when ``error_shape`` says so), so without a ``body`` the status must be an
+        error (400-599). A mapping is sent as JSON;
         bytes or str are sent as they are (``text/plain`` unless ``headers`` name a
         ``Content-Type``). With a body, a status from 200 up is allowed, so a test can
         inject a 200 with a malformed body; 204, 205 and 304 cannot carry one and are

@@ -1,24 +1,32 @@
-"""The emulator a test drives: lifecycle, fault knobs, counters, and request dispatch.
+"""The emulator a test drives: lifecycle, latency, pauses, and request dispatch.
 
-``WixEmulator`` adds these to the Wix records and endpoints it inherits from
-``endpoints._WixEndpoints``, and is the ``server._Application`` its HTTP server
-calls into.
+``WixEmulator`` adds these to what it inherits, one layer a module: the records
+(``records``), the app's endpoints (``endpoints``), Token Info and the user-side
+credentials (``identity``), the fault queues (``faults``) and the counters and request
+IDs (``observation``). It is the ``server._Application`` its HTTP server calls into.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Final
 
 import attrs
 
 from . import checks
-from .endpoints import _ROUTES, BI_EVENT_ENDPOINT, TOKEN_ENDPOINT, checked
-from .faults import _FaultInjection
-from .responses import _error, _refusal
+from .endpoints import (
+    _ROUTES,
+    BI_EVENT_ENDPOINT,
+    INSTANCE_ENDPOINT,
+    TOKEN_ENDPOINT,
+    TOKEN_INFO_ENDPOINT,
+)
+from .observation import _Observation
+from .records import checked
+from .responses import _Answer, _error, _refusal
 from .server import _EmulatorServer, _Request, _Response
 
 logger = logging.getLogger("tokenbroker.emulator")
@@ -41,15 +49,16 @@ def _port(name: str, value: object) -> None:
 
 
 @attrs.define(eq=False, repr=False)
-class WixEmulator(_FaultInjection):
-    """Wix's token, BI-event and instance endpoints, with knobs for tests.
+class WixEmulator(_Observation):
+    """Wix's token, token-info, BI-event and instance endpoints, with knobs for tests.
 
     Thread-safe: the HTTP handler threads and the test thread share state under one
     lock, and every delay (latency, hangs, pauses) is waited out without holding it, so
     a slow request never blocks the others. Each request to a known endpoint with its
     method (``POST /oauth2/token``, say) is counted in ``calls``, including requests
     answered by an injected fault; a 404, a 405 and a request refused as malformed are
-    not counted.
+    not counted. Every answer, those included, carries a unique ``x-wix-request-id``
+    header, recorded in ``request_ids``.
 
     It reads requests as strictly as a real server: a malformed one is answered 400 (or
     413, 414, 431, 501, 505 where HTTP says so), bodies are at most 1 MiB, and a
@@ -60,16 +69,27 @@ class WixEmulator(_FaultInjection):
     Its parameters (attrs fields, keyword-only after the first two):
 
     * ``app_id``: The app ID that Create Access Token accepts.
-    * ``app_secret``: The app secret it accepts.
+    * ``app_secret``: The app secret it accepts, and signs ``sign_instance`` with.
     * ``token_lifetime``: ``expires_in`` of issued tokens, in seconds (finite, positive).
     * ``clock``: Returns the time in seconds; tokens expire by it (default ``time.time``).
     * ``max_tokens``: Issued tokens remembered, the oldest forgotten first (at least 1).
+    * ``error_shape``: ``"wix"`` (the default: ``{"message", "details":
+      {"applicationError": {"code", "description", "data"}}}``, or a
+      ``validationError``) or ``"ietf"`` (``{"error", "error_description"}``, RFC 6749
+      5.2): the shape of every error answer, faults and refusals included.
+    * ``not_installed_status``: The status of Create Access Token for an instance that
+      is not installed: 400 (the default), 401, 403 or 404. Its body says
+      ``APP_NOT_INSTALLED`` (``invalid_grant`` in the ietf shape) and "App is not
+      installed on this instance".
     * ``latency``: Seconds every request waits before it is answered (finite, at least 0).
     * ``host``: The address to listen on.
     * ``port``: The port to listen on; 0 picks a free one.
     * ``request_timeout``: Seconds a connection may stay idle, and then has to deliver
       each whole request from its first byte, before it is closed (finite,
       positive). Tests of slow clients set it low.
+
+    ``error_shape``, ``not_installed_status``, ``token_lifetime`` and ``latency`` can
+    also be set while it runs, checked as they are set.
     """
 
     _latency: float = attrs.field(default=0.0, kw_only=True, validator=checked(checks.non_negative))
@@ -87,9 +107,6 @@ class WixEmulator(_FaultInjection):
     _server: _EmulatorServer | None = attrs.field(init=False, default=None)
     _thread: threading.Thread | None = attrs.field(init=False, default=None)
 
-    _calls: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
-    _in_flight: int = attrs.field(init=False, default=0)
-    _peak_concurrency: int = attrs.field(init=False, default=0)
     _paused: bool = attrs.field(init=False, default=False)
 
     @_changed.default
@@ -239,49 +256,25 @@ class WixEmulator(_FaultInjection):
         with self._changed:
             return self._changed.wait_for(lambda: self._in_flight >= count, timeout)
 
-    # -- observation -----------------------------------------------------------------
-
-    @property
-    def calls(self) -> collections.Counter[str]:
-        """Requests received per endpoint name (a copy)."""
-        with self._lock:
-            return collections.Counter(self._calls)
-
-    @property
-    def token_requests(self) -> int:
-        """``POST /oauth2/token`` requests received (``calls["oauth2/token"]``)."""
-        with self._lock:
-            return self._calls[TOKEN_ENDPOINT]
-
-    @property
-    def in_flight(self) -> int:
-        """Token requests received and not yet answered."""
-        with self._lock:
-            return self._in_flight
-
-    @property
-    def peak_concurrency(self) -> int:
-        """The most token requests that were in flight at once."""
-        with self._lock:
-            return self._peak_concurrency
-
-    @property
-    def bi_events(self) -> list[tuple[str, str]]:
-        """``(instance_id, eventName)`` for each BI event accepted, in order (a copy)."""
-        with self._lock:
-            return list(self._bi_events)
-
-    def reset_counters(self) -> None:
-        """Forget calls, peak concurrency and BI events; tokens and faults stay."""
-        with self._lock:
-            self._calls.clear()
-            self._bi_events.clear()
-            self._peak_concurrency = self._in_flight
-
     # -- request handling (the server's _Application; called from handler threads) ---
 
     def _serve(self, request: _Request) -> _Response | None:
         """Answer one request; None means drop the connection unanswered (stopping)."""
+        answer = self._answer(request)
+        return None if answer is None else self._finish(answer)
+
+    def _refuse_request(self, status: int, message: str) -> _Response:
+        return self._finish(_refusal(status, message))
+
+    def _handler(self, endpoint: str) -> Callable[[_Request], _Answer]:
+        return {
+            TOKEN_ENDPOINT: self._create_access_token,
+            TOKEN_INFO_ENDPOINT: self._token_info,
+            BI_EVENT_ENDPOINT: self._send_bi_event,
+            INSTANCE_ENDPOINT: self._get_app_instance,
+        }[endpoint]
+
+    def _answer(self, request: _Request) -> _Answer | None:
         route = _ROUTES.get(request.path)
         if route is None:
             return _error(HTTPStatus.NOT_FOUND, "Not Found", "NOT_FOUND", "No such endpoint")
@@ -314,16 +307,9 @@ class WixEmulator(_FaultInjection):
                 return None
             if fault is not None and fault.response is not None:
                 return fault.response
-            if endpoint == TOKEN_ENDPOINT:
-                return self._create_access_token(request)
-            if endpoint == BI_EVENT_ENDPOINT:
-                return self._send_bi_event(request)
-            return self._get_app_instance(request)
+            return self._handler(endpoint)(request)
         finally:
             if counted:
                 with self._changed:
                     self._in_flight -= 1
                     self._changed.notify_all()
-
-    def _refuse_request(self, status: int, message: str) -> _Response:
-        return _refusal(status, message)

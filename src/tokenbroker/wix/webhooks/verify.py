@@ -7,6 +7,9 @@ is size-capped before anything parses it, the header's ``alg`` must be exactly
 ``RS256`` (the ``none`` and HS256-with-the-public-key forgeries die there), and
 only ``RS256`` is ever handed to PyJWT.
 
+Once the signature holds, ``tokenbroker.wix.webhooks.envelope`` reads the
+``data`` claim: a JSON string, as Wix's SDK requires (anything else is a 400).
+
 Time claims are checked here rather than by PyJWT so that an injected
 ``Clock`` (a ``ManualClock`` in tests, an ``OffsetClock`` in the demo) decides
 what "now" is. The reasons carried by ``WebhookRejected`` are short fixed
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import math
 import re
@@ -29,7 +31,8 @@ from ...core.clock import Clock, SystemClock, to_datetime
 from ...core.errors import ConfigError
 from ...core.token import validate_id
 from ..errors import WebhookRejected
-from .events import EVENT_CLASSES, AppInstalled, WebhookEvent
+from .envelope import event_from_claims, json_object
+from .events import WebhookEvent
 from .keys import load_public_key, require_rsa
 
 try:
@@ -133,11 +136,11 @@ class WebhookVerifier:
             raise WebhookRejected(400, "not a JWT") from None
         except jwt.PyJWTError:
             raise WebhookRejected(401, "invalid token") from None
-        claims = _json_object(payload_bytes)
+        claims = json_object(payload_bytes)
         if claims is None:
             raise WebhookRejected(400, "malformed claims")
         issued_at = self._check_times(claims)
-        return self._event(claims, issued_at)
+        return event_from_claims(claims, issued_at, app_id=self.app_id)
 
     def _bounded_bytes(self, body: bytes | str) -> bytes:
         # A str is at least one byte per character: its length alone can refuse
@@ -171,46 +174,6 @@ class WebhookVerifier:
                 raise WebhookRejected(401, "not yet valid")
         return to_datetime(iat)
 
-    def _event(self, claims: Mapping[str, Any], issued_at: datetime) -> WebhookEvent:
-        if "data" not in claims:
-            raise WebhookRejected(400, "no data claim")
-        envelope = _nested_object(claims["data"], absent_ok=False)
-        if envelope is None:
-            raise WebhookRejected(400, "malformed data claim")
-        event_type = _checked_id(envelope.get("eventType"), "event type", "bad eventType")
-        instance_id = _checked_id(envelope.get("instanceId"), "instance id", "bad instanceId")
-        data = _nested_object(envelope.get("data"), absent_ok=True)
-        if data is None:
-            raise WebhookRejected(400, "malformed nested data")
-        identity = _nested_object(envelope.get("identity"), absent_ok=True)
-        if identity is None:
-            raise WebhookRejected(400, "malformed identity")
-
-        app_id: str | None = None
-        if data.get("appId") is not None:
-            app_id = _checked_id(data["appId"], "app id", "bad appId")
-        if self.app_id is not None and app_id is not None and app_id != self.app_id:
-            raise WebhookRejected(400, "event for another app")
-
-        cls = EVENT_CLASSES.get(event_type, WebhookEvent)
-        common: dict[str, Any] = {
-            "event_type": event_type,
-            "instance_id": instance_id,
-            "app_id": app_id,
-            "issued_at": issued_at,
-            "data": data,
-            "identity": identity,
-        }
-        if issubclass(cls, AppInstalled):
-            origin = data.get("originInstanceId")
-            # Wix sends "" (or nothing) when the site was not copied from another.
-            if origin is None or origin == "":
-                origin_id = None
-            else:
-                origin_id = _checked_id(origin, "origin instance id", "bad originInstanceId")
-            return cls(**common, origin_instance_id=origin_id)
-        return cls(**common)
-
 
 # ------------------------------------------------------------------------ helpers
 
@@ -236,7 +199,7 @@ def _check_header(token: bytes) -> None:
         raise WebhookRejected(400, "not a JWT")
     if _b64url_decode(signature_seg) is None:
         raise WebhookRejected(400, "not a JWT")
-    header = _json_object(header_raw)
+    header = json_object(header_raw)
     if header is None:
         raise WebhookRejected(400, "not a JWT")
     alg = header.get("alg")
@@ -251,34 +214,6 @@ def _b64url_decode(segment: bytes) -> bytes | None:
         return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
         return None
-
-
-def _json_object(raw: bytes | str) -> dict[str, Any] | None:
-    """Parse a JSON object, or return None; deep nesting is malformed, not a crash."""
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _nested_object(value: object, *, absent_ok: bool) -> dict[str, Any] | None:
-    """Wix nests objects as JSON strings; accept a decoded object too, defensively."""
-    if value is None:
-        return {} if absent_ok else None
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        return _json_object(value)
-    return None
-
-
-def _checked_id(value: object, what: str, reason: str) -> str:
-    # Ids reach store keys and log lines: validate_id refuses control characters.
-    try:
-        return validate_id(value, what)
-    except ConfigError:
-        raise WebhookRejected(400, reason) from None
 
 
 def _timestamp(value: object, name: str) -> float:
