@@ -24,13 +24,27 @@ import backends
 import bulk_refresh
 import cache_hit
 import herd
+import proxy
 import scale
+import token_api
+import token_herd
 import tokenbroker
 import webhooks
 from harness import Config, Skip
+from served import BenchFailed
 
 # In the order they run. Planned: per-backend misses.
-BENCHMARKS: list[ModuleType] = [cache_hit, backends, herd, scale, webhooks, bulk_refresh]
+BENCHMARKS: list[ModuleType] = [
+    cache_hit,
+    backends,
+    herd,
+    scale,
+    webhooks,
+    bulk_refresh,
+    token_api,
+    token_herd,
+    proxy,
+]
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
@@ -55,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         f"~{config.target_seconds}s per timed loop"
     )
     results: list[dict[str, Any]] = []
+    failures = 0
     for bench in BENCHMARKS:
         if args.only and bench.NAME not in args.only:
             continue
@@ -64,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         except Skip as why:
             print(f"skipped: {why}")
             results.append({"name": bench.NAME, "skipped": str(why), "tables": []})
+            continue
+        except BenchFailed as why:  # a correctness check failed: say so, run the rest
+            print(f"FAILED: {why}")
+            results.append({"name": bench.NAME, "failed": str(why), "tables": []})
+            failures += 1
             continue
         for table in tables:
             print()
@@ -84,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.json}")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,16 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "settings": frozenset({"broker", "service", "cli", "testing"}),
 }
 
+# part -> the only parts it may import: an allow-list, so a part added later is barred too
+ALLOWED: dict[str, frozenset[str]] = {
+    # providers: core, and plugins for hookimpl (and the type of the register callback)
+    "providers": frozenset({"core", "plugins", "providers"}),
+}
+# The modules of plugins a provider may import: never the manager, which loads providers.
+PROVIDER_PLUGIN_MODULES = frozenset(
+    {"tokenbroker.plugins.hookspecs", "tokenbroker.plugins.registry"}
+)
+
 
 @attrs.frozen
 class Import:
@@ -101,6 +111,27 @@ class TestLayers:
             broken
         )
 
+    @pytest.mark.parametrize("part", sorted(ALLOWED))
+    def test_a_part_with_an_allow_list_imports_nothing_else(self, part: str) -> None:
+        broken = [
+            str(imp)
+            for imp in all_imports()
+            if part_of(imp.source) == part and part_of(imp.target) not in ALLOWED[part]
+        ]
+        assert not broken, f"{part} may import only {sorted(ALLOWED[part])}:\n" + "\n".join(broken)
+
+    def test_providers_take_only_hookimpl_and_the_registry_types_from_plugins(self) -> None:
+        broken = [
+            str(imp)
+            for imp in all_imports()
+            if part_of(imp.source) == "providers"
+            and part_of(imp.target) == "plugins"
+            and imp.target not in PROVIDER_PLUGIN_MODULES
+        ]
+        assert not broken, "providers may import only hookspecs and registry of plugins:\n" + (
+            "\n".join(broken)
+        )
+
     def test_there_is_no_import_cycle(self) -> None:
         graph: dict[str, list[Import]] = {}
         for imp in all_imports():
@@ -129,6 +160,8 @@ class TestTheCheckerItself:
         assert ("tokenbroker.plugins.hookspecs", "tokenbroker.core.protocols") in found
         # inside a function: the built-in backends load their modules lazily
         assert ("tokenbroker.plugins.builtin_backends", "tokenbroker.backends.memory") in found
+        # the allow-list sees the providers' imports of plugins
+        assert ("tokenbroker.providers.plugin", "tokenbroker.plugins.hookspecs") in found
 
     def test_it_finds_a_cycle(self) -> None:
         a_b = Import("a", "b", "a.py:1")

@@ -15,9 +15,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from tokenbroker import InstallationStatus, TokenBroker, hookimpl
+from tokenbroker import ConfigError, InstallationStatus, TokenBroker, hookimpl, store_from_url
 from tokenbroker.plugins import plugin_manager, reset_plugins
-from tokenbroker.service.app import create_app
+from tokenbroker.service.app import check_webhooks, create_app
 from tokenbroker.testing.emulator import WixEmulator
 from tokenbroker.testing.webhooks import forge_hs256, forge_none, make_key_pair, sign_webhook
 from tokenbroker.wix.webhooks.events import AppInstalled, WebhookEvent
@@ -404,3 +404,87 @@ def test_base64_wrapped_public_keys_are_accepted_by_the_broker(
     ) as broker:
         outcome = broker.handle_webhook(installed("inst-9"))
     assert outcome.news
+
+
+class TestManyApps:
+    """``POST /webhooks/wix/{name}`` per app; ``/webhooks/wix`` only for a single app."""
+
+    SHOP_PRIVATE, SHOP_PUBLIC = make_key_pair("shop-app")
+    CRM_PRIVATE, CRM_PUBLIC = make_key_pair("crm-app")
+
+    @pytest.fixture
+    def apps(self, wix_emulator: WixEmulator) -> Iterator[dict[str, TokenBroker]]:
+        store = store_from_url("memory://")
+        brokers = {
+            name: TokenBroker(
+                app_id=f"{name}-id",
+                app_secret=APP_SECRET,
+                store=store,
+                api_url=wix_emulator.url,
+                public_key=public,
+            )
+            for name, public in (("shop", self.SHOP_PUBLIC), ("crm", self.CRM_PUBLIC))
+        }
+        yield brokers
+        for broker in brokers.values():
+            broker.close()
+        store.close()
+
+    def installed(self, private: str, app_id: str, instance: str) -> str:
+        return sign_webhook(
+            private, event_type="AppInstalled", instance_id=instance, data={"appId": app_id}
+        )
+
+    def test_each_app_takes_its_own_deliveries(self, apps: dict[str, TokenBroker]) -> None:
+        with running(create_app(apps)) as url, httpx2.Client(base_url=url) as client:
+            shop = client.post(
+                "/webhooks/wix/shop", content=self.installed(self.SHOP_PRIVATE, "shop-id", "s-1")
+            )
+            crm = client.post(
+                "/webhooks/wix/crm", content=self.installed(self.CRM_PRIVATE, "crm-id", "c-1")
+            )
+            # the shop's key does not verify for the crm app
+            crossed = client.post(
+                "/webhooks/wix/crm", content=self.installed(self.SHOP_PRIVATE, "crm-id", "c-2")
+            )
+        assert (shop.status_code, crm.status_code, crossed.status_code) == (200, 200, 401)
+        assert [i.instance_id for i in apps["shop"].installations()] == ["s-1"]
+        assert [i.instance_id for i in apps["crm"].installations()] == ["c-1"]
+
+    def test_the_bare_route_with_several_apps_names_the_route_to_use(
+        self, apps: dict[str, TokenBroker]
+    ) -> None:
+        body = self.installed(self.SHOP_PRIVATE, "shop-id", "s-1")
+        with running(create_app(apps)) as url:
+            bare = httpx2.post(url + "/webhooks/wix", content=body)
+            unknown = httpx2.post(url + "/webhooks/wix/billing", content=body)
+        assert bare.status_code == 404
+        assert bare.json() == {
+            "error": "2 apps are served: post to /webhooks/wix/{name} (apps: shop, crm)"
+        }
+        assert unknown.status_code == 404
+        assert unknown.json() == {"error": "unknown app"}
+        assert apps["shop"].installations() == []
+
+    def test_one_app_takes_both_routes(self, hook_broker: TokenBroker) -> None:
+        with running(create_app(hook_broker)) as url:
+            bare = httpx2.post(url + "/webhooks/wix", content=installed("inst-1"))
+            named = httpx2.post(url + "/webhooks/wix/default", content=installed("inst-2"))
+        assert (bare.status_code, named.status_code) == (200, 200)
+        assert {i.instance_id for i in hook_broker.installations()} == {"inst-1", "inst-2"}
+
+    def test_an_app_without_a_public_key_is_refused_at_start_unless_another_can_verify(
+        self, apps: dict[str, TokenBroker], wix_emulator: WixEmulator
+    ) -> None:
+
+        keyless = TokenBroker(
+            app_id="keyless-id",
+            app_secret=APP_SECRET,
+            store=apps["shop"].store,
+            api_url=wix_emulator.url,
+        )
+        with pytest.raises(ConfigError, match="TOKENBROKER_APP_PUBLIC_KEY"):
+            check_webhooks({"keyless": keyless}, required=True)
+        check_webhooks({**apps, "keyless": keyless}, required=True)  # a warning only
+        check_webhooks({"keyless": keyless}, required=False)  # the token API has work
+        keyless.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .broker import BrokerAuth, TokenBroker
+from .broker import BrokerAuth, TokenBroker, TokenBrokers
+from .config import AppConfig, Config, load_config, resolve_config
 from .core import (
     Backoff,
     Broker,
@@ -43,12 +44,14 @@ from .settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppConfig",
     "Backoff",
     "Broker",
     "BrokerAuth",
     "CircuitBreaker",
     "CircuitState",
     "Clock",
+    "Config",
     "ConfigError",
     "Event",
     "HealthState",
@@ -72,6 +75,7 @@ __all__ = [
     "SystemClock",
     "Token",
     "TokenBroker",
+    "TokenBrokers",
     "TokenBrokerError",
     "TokenKey",
     "TokenProvider",
@@ -80,5 +84,7 @@ __all__ = [
     "TransientProviderError",
     "__version__",
     "hookimpl",
+    "load_config",
+    "resolve_config",
     "store_from_url",
 ]

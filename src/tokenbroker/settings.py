@@ -1,7 +1,9 @@
-"""Settings from the environment, checked up front.
+"""Settings from the environment, checked up front: one app (``tokenbroker.config``
+reads them as the app named ``default``; a config file names any number).
 
 | variable | meaning |
 | --- | --- |
+| ``TOKENBROKER_CONFIG`` | a config file (TOML), read instead of the rest by ``resolve_config`` |
 | ``TOKENBROKER_APP_ID`` | the Wix app id (required) |
 | ``TOKENBROKER_APP_SECRET`` | the app secret (or ``TOKENBROKER_APP_SECRET_FILE``) |
 | ``TOKENBROKER_APP_SECRET_FILE`` | a file holding the secret (Docker/K8s secrets) |

@@ -74,11 +74,11 @@ PAID: dict[str, Any] = {
 # -- the peer: present, or a skip (a failure under CI) ------------------------------------
 
 
-def peer_unavailable(reason: str) -> NoReturn:
+def peer_unavailable(reason: str, expected: str = "the Wix SDK peer") -> NoReturn:
     """Skip with ``reason``, or fail with it when ``CI`` is ``true``: tests/backends'
-    rule for a missing server (``server_unavailable``), applied to the SDK peer."""
+    rule for a missing server (``server_unavailable``), applied to ``expected``."""
     if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the Wix SDK peer is expected here)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true: {expected} is expected here)", pytrace=False)
     pytest.skip(reason)
 
 

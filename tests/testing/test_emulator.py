@@ -409,7 +409,7 @@ class TestAuthorization:
 
 class TestRouting:
     def test_unknown_path_is_404_in_wix_shape(self, client: httpx2.Client) -> None:
-        assert_wix_error(client.get("/oauth/access"), 404, "NOT_FOUND")
+        assert_wix_error(client.get("/oauth/nowhere"), 404, "NOT_FOUND")
 
     @pytest.mark.parametrize(
         ("method", "path", "allowed"),
@@ -577,7 +577,7 @@ class TestFaultInjection:
     @pytest.mark.parametrize(
         "inject",
         [
-            lambda e: e.fail_next(500, endpoint="oauth/access"),
+            lambda e: e.fail_next(500, endpoint="oauth/nowhere"),
             lambda e: e.fail_next(500, times=0),
             lambda e: e.fail_next(99),
             lambda e: e.rate_limit_next(-1),

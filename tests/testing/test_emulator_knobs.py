@@ -360,7 +360,7 @@ class TestCounting:
         assert emulator.token_requests == 0
 
     def test_a_404_is_not_counted(self, emulator: WixEmulator, client: httpx2.Client) -> None:
-        assert client.get("/oauth/access").status_code == 404
+        assert client.get("/oauth/nowhere").status_code == 404
 
         assert emulator.calls == {}
 

@@ -7,7 +7,7 @@ engine; ``TokenBroker`` only uses what it is handed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -46,7 +46,7 @@ class Parts:
 def assemble(
     *,
     app_id: str,
-    app_secret: str | Secret,
+    app_secret: str | Secret | None,
     store: str | Store | None,
     api_url: str,
     provider: str | TokenProvider,
@@ -64,46 +64,54 @@ def assemble(
     degrade: bool = True,
     backoff: Backoff | None = None,
     not_installed: Sequence[str] = (),
+    provider_options: Mapping[str, Any] | None = None,
+    near: NearCache | None = None,
 ) -> Parts:
     """Resolve and wire a broker's parts; a bad setting is a ``ConfigError``.
 
     ``backoff`` is how failing installations back off (``Backoff()``: 30 s growing
     with jitter to 1 h; see ``tokenbroker.core.health_policy``). ``not_installed``
-    goes to the provider (``ProviderConfig.not_installed``).
+    goes to the provider (``ProviderConfig.not_installed``), and so do
+    ``provider_options`` (``ProviderConfig.options``) and the resolved store
+    (``ProviderConfig.store``). ``near`` is a ready near cache to use instead of
+    making one (``TokenBrokers`` shares one across its apps).
     """
     app_id = validate_id(app_id, "app id")
     if is_reserved(app_id):
         raise ConfigError(f"app id {app_id!r} is reserved for tokenbroker's own records")
-    secret = Secret(app_secret)
-    if not secret.reveal().strip():
-        raise ConfigError("app secret is empty")
+    secret = check_secret(app_secret, provider)
     clock = clock or SystemClock()
-    if isinstance(provider, str):
-        config = ProviderConfig(
-            app_id=app_id,
-            app_secret=secret,
-            api_url=api_url,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            clock=clock,
-            transport=transport,
-            not_installed=tuple(not_installed),
+    if provider_options is not None and not isinstance(provider_options, Mapping):
+        raise ConfigError(
+            f"provider_options must be a mapping, not {type(provider_options).__name__}"
         )
-        provider = provider_factory(provider)(config)
     owns_store = store is None or isinstance(store, str)
+    resolved = (
+        store_from_url(store or default_store_url())
+        if store is None or isinstance(store, str)
+        else store
+    )
     try:
-        resolved = (
-            store_from_url(store or default_store_url())
-            if store is None or isinstance(store, str)
-            else store
-        )
-        if encryption_key is not None:
-            keys = encryption_key.reveal() if isinstance(encryption_key, Secret) else encryption_key
-            resolved = EncryptedStore(resolved, keys)
-        else:  # an encrypted store refuses this process rather than losing its encryption
-            resolved = PlaintextGuard(resolved)
+        resolved = guard_store(resolved, encryption_key)
+        if isinstance(provider, str):
+            config = ProviderConfig(
+                app_id=app_id,
+                app_secret=secret,
+                api_url=api_url,
+                timeout=timeout,
+                max_attempts=max_attempts,
+                clock=clock,
+                transport=transport,
+                not_installed=tuple(not_installed),
+                options=provider_options,
+                store=resolved,
+            )
+            provider = provider_factory(provider)(config)
     except BaseException:
-        provider.close()
+        if owns_store:
+            resolved.close()
+        if not isinstance(provider, str):
+            provider.close()
         raise
     policy = policy or RefreshPolicy()
     lease_ttl, wait_timeout = lease_times(provider, lease_ttl, wait_timeout)
@@ -114,7 +122,9 @@ def assemble(
         clock=clock,
         # On for every store by default: a hit then costs a dict lookup, even on
         # memory:// (whose own reads take a lock and judge freshness each time).
-        near_cache=NearCache(near_cache_size, near_cache_max_age) if near_cache else None,
+        near_cache=near
+        if near is not None
+        else (NearCache(near_cache_size, near_cache_max_age) if near_cache else None),
         lease_ttl=lease_ttl,
         wait_timeout=wait_timeout,
         registry=resolved,
@@ -136,6 +146,49 @@ def assemble(
         engine=engine,
         near_cache_size=max(near_cache_size, 1),
     )
+
+
+def guard_store(store: Store, encryption_key: str | Sequence[str] | Secret | None) -> Store:
+    """``store`` behind encryption (a key given) or the plaintext guard (none).
+
+    A store that is already behind either (``TokenBrokers`` wraps its shared store
+    once and hands it to every app) is used as it is: a second guard would see the
+    first's marker and refuse. Giving a key for such a store too is a ``ConfigError``
+    (it would encrypt twice, or disagree with the wrapper's keys).
+    """
+    if isinstance(store, EncryptedStore | PlaintextGuard):
+        if encryption_key is not None:
+            raise ConfigError(
+                "the store is already wrapped for encryption; give encryption_key "
+                "to the wrapper only, not to the broker as well"
+            )
+        return store
+    if encryption_key is not None:
+        keys = encryption_key.reveal() if isinstance(encryption_key, Secret) else encryption_key
+        return EncryptedStore(store, keys)
+    # an encrypted store refuses this process rather than losing its encryption
+    return PlaintextGuard(store)
+
+
+def check_secret(app_secret: str | Secret | None, provider: str | TokenProvider) -> Secret:
+    """The app secret as a ``Secret``; empty (``Secret("")``) when there is none.
+
+    The ``wix`` provider always needs one (Create Access Token and instance
+    signatures are keyed with it). Any other provider may go without: it gets
+    its credentials from its options, and a provider that needs the app secret
+    refuses an empty ``ProviderConfig.app_secret`` itself.
+    """
+    name = provider if isinstance(provider, str) else getattr(provider, "name", "")
+    if app_secret is None:
+        if str(name).lower() == "wix":
+            raise ConfigError("app secret is not set (the wix provider needs one)")
+        return Secret("")
+    if not isinstance(app_secret, str | Secret):
+        raise ConfigError(f"app secret must be a string, not {type(app_secret).__name__}")
+    secret = Secret(app_secret)
+    if not secret.reveal().strip():
+        raise ConfigError("app secret is empty")
+    return secret
 
 
 LEASE_MARGIN: Final = 1.2
@@ -195,7 +248,16 @@ def settings_kwargs(settings: Settings) -> dict[str, Any]:
 def registry_store(settings: Settings) -> Store:
     """The store ``settings`` name, wrapped for encryption when a key is set: all the
     registry commands need (no app secret, no provider)."""
-    store = store_from_url(settings.store)
-    if settings.encryption_key is not None:
-        store = EncryptedStore(store, settings.encryption_key.reveal())
+    return open_store(settings.store, settings.encryption_key)
+
+
+def open_store(url: str, encryption_key: Secret | None) -> Store:
+    """The store ``url`` names, wrapped for encryption when a key is given."""
+    store = store_from_url(url)
+    if encryption_key is not None:
+        try:
+            store = EncryptedStore(store, encryption_key.reveal())
+        except BaseException:
+            store.close()
+            raise
     return store

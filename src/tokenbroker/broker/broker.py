@@ -16,6 +16,7 @@ from ..core.clock import Clock
 from ..core.engine import TokenEngine
 from ..core.health_policy import Backoff
 from ..core.installation import Installation
+from ..core.nearcache import NearCache
 from ..core.policy import RefreshPolicy
 from ..core.protocols import Store, TokenProvider
 from ..core.secret import Secret
@@ -41,7 +42,12 @@ class TokenBroker:
 
     ``store`` is a URL (``memory://``, ``sqlite:///path``, ``postgresql+psycopg://``,
     ``mysql+pymysql://``, ``redis://``, or a plugin's scheme) or a ready ``Store``.
-    ``near_cache`` (on by default) keeps fresh tokens in the process.
+    ``near_cache`` (on by default) keeps fresh tokens in the process; a ready
+    ``NearCache`` is used as it is (brokers sharing one share its bound: its keys
+    carry the app id, so apps never see each other's entries).
+    ``app_secret`` is required for the ``wix`` provider; another provider may be
+    given ``None`` (it takes its credentials from ``provider_options``, which go to
+    its factory as ``ProviderConfig.options``, verbatim: the provider checks them).
     ``transport`` is an optional ``httpx2`` transport (tests use ``httpx2.MockTransport``).
     ``lease_ttl`` defaults to the provider's worst case for one fetch, with a margin
     (a lower value is a ``ConfigError``); ``wait_timeout`` to a little more.
@@ -69,13 +75,13 @@ class TokenBroker:
         self,
         *,
         app_id: str,
-        app_secret: str | Secret,
+        app_secret: str | Secret | None = None,
         store: str | Store | None = None,
-        api_url: str = DEFAULT_API_URL,
+        api_url: str | None = None,
         provider: str | TokenProvider = "wix",
         policy: RefreshPolicy | None = None,
         clock: Clock | None = None,
-        near_cache: bool = True,
+        near_cache: bool | NearCache = True,
         near_cache_size: int = 100_000,
         near_cache_max_age: float = 60.0,
         timeout: float = 10.0,
@@ -90,17 +96,19 @@ class TokenBroker:
         auth_grace: float = DEFAULT_GRACE,
         not_installed: Sequence[str] = (),
         backoff: Backoff | None = None,
+        provider_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.auth_grace = check_grace(auth_grace, "auth_grace")
         parts = assemble(
             app_id=app_id,
             app_secret=app_secret,
             store=store,
-            api_url=api_url,
+            api_url=DEFAULT_API_URL if api_url is None else api_url,
             provider=provider,
             policy=policy,
             clock=clock,
-            near_cache=near_cache,
+            near_cache=near_cache is not False,
+            near=near_cache if isinstance(near_cache, NearCache) else None,
             near_cache_size=near_cache_size,
             near_cache_max_age=near_cache_max_age,
             timeout=timeout,
@@ -112,8 +120,14 @@ class TokenBroker:
             degrade=degrade,
             not_installed=not_installed,
             backoff=backoff,
+            provider_options=provider_options,
         )
         self.app_id = parts.app_id
+        # The API the app calls (the proxy forwards to it): the one given, else the
+        # provider's own (Wix's for the Wix providers), else none.
+        self.api_url: str | None = (
+            api_url if api_url is not None else getattr(parts.provider, "api_url", None)
+        )
         self.clock: Clock = parts.clock
         self.provider: TokenProvider = parts.provider
         self.store: Store = parts.store

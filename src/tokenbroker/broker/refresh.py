@@ -24,7 +24,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -66,6 +66,9 @@ class RefreshReport:
     skipped: list[tuple[str, str]] = attrs.field(factory=list)
     failed: list[tuple[str, str]] = attrs.field(factory=list)
     seconds: float = 0.0
+    error: str | None = None
+    """Why the run stopped before it began (the installations could not be listed):
+    set only by the many-apps walk (``refresh_apps``), which goes on to the next app."""
 
     def add(self, result: RefreshResult) -> None:
         if result.outcome == "refreshed":
@@ -82,6 +85,8 @@ class RefreshReport:
         return len(self.refreshed) + len(self.fresh) + len(self.skipped) + len(self.failed)
 
     def summary(self) -> str:
+        if self.error is not None:
+            return f"not run: {self.error}"
         return (
             f"{self.total} installation(s) in {self.seconds:.1f}s: "
             f"{len(self.refreshed)} refreshed, {len(self.fresh)} still fresh, "
@@ -138,6 +143,10 @@ class _Run:
 
 Progress = Callable[[RefreshResult], None]
 Start = Callable[[int], None]
+AppProgress = Callable[[str, RefreshResult], None]
+"""``progress(app_name, result)`` of the many-apps walk."""
+AppStart = Callable[[str, int], None]
+"""``on_start(app_name, total)`` of the many-apps walk."""
 
 
 class Refresher:
@@ -284,3 +293,63 @@ def _finish(report: RefreshReport, started: float) -> RefreshReport:
     if report.failed:
         log.warning("bulk refresh: %s", report.summary())
     return report
+
+
+def _per_app(
+    name: str, progress: AppProgress | None, on_start: AppStart | None
+) -> tuple[Progress | None, Start | None]:
+    """The one-app callbacks that tell the many-apps ones which app it is."""
+    step = None if progress is None else (lambda result: progress(name, result))
+    start = None if on_start is None else (lambda total: on_start(name, total))
+    return step, start
+
+
+def _stopped(name: str, exc: TokenBrokerError) -> RefreshReport:
+    log.warning("bulk refresh of app %s not run: %s", name, exc)
+    return RefreshReport(error=str(exc))
+
+
+def refresh_apps(
+    apps: Sequence[tuple[str, Refresher]],
+    within: float,
+    concurrency: int,
+    *,
+    progress: AppProgress | None = None,
+    on_start: AppStart | None = None,
+) -> dict[str, RefreshReport]:
+    """Each app's bulk refresh in turn, each on its own budget: ``concurrency``
+    workers, its own rate guard, and a credential refusal that stops that app
+    alone. One app's store error is its report's ``error``; the rest still run."""
+    _check(within, concurrency)
+    reports: dict[str, RefreshReport] = {}
+    for name, refresher in apps:
+        step, start = _per_app(name, progress, on_start)
+        try:
+            reports[name] = refresher.refresh_due(
+                within=within, concurrency=concurrency, progress=step, on_start=start
+            )
+        except TokenBrokerError as exc:
+            reports[name] = _stopped(name, exc)
+    return reports
+
+
+async def arefresh_apps(
+    apps: Sequence[tuple[str, Refresher]],
+    within: float,
+    concurrency: int,
+    *,
+    progress: AppProgress | None = None,
+    on_start: AppStart | None = None,
+) -> dict[str, RefreshReport]:
+    """The async twin of ``refresh_apps``."""
+    _check(within, concurrency)
+    reports: dict[str, RefreshReport] = {}
+    for name, refresher in apps:
+        step, start = _per_app(name, progress, on_start)
+        try:
+            reports[name] = await refresher.arefresh_due(
+                within=within, concurrency=concurrency, progress=step, on_start=start
+            )
+        except TokenBrokerError as exc:
+            reports[name] = _stopped(name, exc)
+    return reports

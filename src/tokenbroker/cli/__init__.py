@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import admin, dev, identity, registry, serve, tokens  # noqa: F401 - they register commands
+from . import admin, apps, dev, identity, legacy, registry, serve, service_keys, tokens  # noqa: F401 - they register commands
 from .app import main
 from .refresh import parse_duration
 

@@ -10,11 +10,10 @@ from typing import Any
 import click
 
 from ..backends.encrypted import EncryptedStore
-from ..broker.assemble import registry_store
+from ..broker.assemble import open_store
 from ..core.errors import ConfigError
 from ..core.protocols import Store
-from ..settings import Settings
-from .app import main, scrub
+from .app import app_option, choose_app, cli_config, main, scrub, state_of
 
 
 @main.command()
@@ -32,11 +31,24 @@ def backends() -> None:
 @click.option(
     "--instance", "instance_id", default=None, help="Also fetch a token for this instance."
 )
-def doctor(instance_id: str | None) -> None:
-    """Check settings, plugins, store, schema, encryption, webhooks (and a token)."""
+@app_option
+@click.pass_context
+def doctor(ctx: click.Context, instance_id: str | None, app: str | None) -> None:
+    """Check settings, plugins, store, schema, encryption, webhooks (and a token).
+
+    Without --app every configured app is checked; --instance needs one app.
+    """
     from .doctor import run_checks  # noqa: PLC0415
 
-    checks = run_checks(instance_id=instance_id)
+    config_path = state_of(ctx).config_path
+    if app is not None or instance_id is not None:
+        try:
+            config = cli_config(ctx, require_secret=False)
+        except ConfigError:
+            config = None  # the settings check says what is wrong
+        if config is not None:
+            app = choose_app(config, app).name
+    checks = run_checks(instance_id=instance_id, config_path=config_path, app=app)
     for check in checks:
         mark = click.style("✓", fg="green") if check.ok else click.style("✗", fg="red")
         click.echo(f"{mark} {check.name}: {scrub(check.detail)}")
@@ -69,8 +81,11 @@ def db() -> None:
 
 
 @contextmanager
-def _store() -> Iterator[Store]:
-    store = registry_store(Settings.from_env(require_secret=False))
+def _store(app: str | None) -> Iterator[Store]:
+    config = cli_config(require_secret=False)
+    if app is not None:
+        choose_app(config, app)  # the store is every app's: a name is only checked
+    store = open_store(config.store, config.encryption_key)
     try:
         yield store
     finally:
@@ -85,11 +100,12 @@ def _sql(store: Store) -> Any:
 
 
 @db.command("status")
-def db_status() -> None:
-    """Show the store URL and its schema version."""
+@app_option
+def db_status(app: str | None) -> None:
+    """Show the store URL and its schema version (the store is every app's)."""
     from ..backends.sql import SCHEMA_VERSION  # noqa: PLC0415
 
-    with _store() as store:
+    with _store(app) as store:
         sql = _sql(store)
         click.echo(f"store: {store.url}")
         if sql is None:
@@ -101,9 +117,10 @@ def db_status() -> None:
 
 
 @db.command("upgrade")
-def db_upgrade() -> None:
+@app_option
+def db_upgrade(app: str | None) -> None:
     """Create the tables, or upgrade them to this tokenbroker's schema version."""
-    with _store() as store:
+    with _store(app) as store:
         sql = _sql(store)
         if sql is None:
             click.echo(f"{store.url}: nothing to upgrade (this backend keeps no schema)")

@@ -19,14 +19,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
+import attrs
 import click
 
-from ..broker import Installations, TokenBroker
-from ..broker.assemble import registry_store
+from ..broker import Installations, TokenBroker, TokenBrokers
+from ..broker.assemble import open_store
+from ..config import AppConfig, Config, resolve_config
 from ..core.errors import ConfigError, TokenBrokerError
 from ..core.secret import scrub_secrets
 from ..core.token import TokenKey, validate_id
-from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,7 +58,7 @@ def one_line(text: str) -> str:
 
 
 def _secrets(environ: Mapping[str, str]) -> list[str]:
-    found = [environ.get("TOKENBROKER_APP_SECRET", "").strip()]
+    found = [environ.get("TOKENBROKER_APP_SECRET", "").strip(), *_CONFIG_SECRETS]
     path = environ.get("TOKENBROKER_APP_SECRET_FILE", "").strip()
     if path:
         # Unreadable, then no broker could have read it either: nothing to hide.
@@ -69,7 +70,8 @@ def _secrets(environ: Mapping[str, str]) -> list[str]:
 
 def scrub(text: str) -> str:
     """Last line of defence: no configured secret reaches the terminal (the app
-    secret, as set or read from ``TOKENBROKER_APP_SECRET_FILE``, and the encryption keys)."""
+    secret, as set or read from ``TOKENBROKER_APP_SECRET_FILE``, the encryption keys,
+    and every secret of a config file this process read)."""
     return scrub_secrets(text, _secrets(os.environ))
 
 
@@ -171,25 +173,114 @@ def _unexpected(exc: Exception) -> NoReturn:
     fail(f"unexpected {type(exc).__name__}: {exc}", 1)
 
 
-def configured_broker(*, degrade: bool = False) -> TokenBroker:
-    """The broker the environment configures (needs the app secret).
+# -- the configuration and the app a command works on ----------------------------------
+_STATE: Final = "tokenbroker.cli"
+_CONFIG_SECRETS: set[str] = set()
+"""The secrets of the config this process loaded: scrubbed like the environment's."""
+
+
+@attrs.define
+class CliState:
+    """What the top-level options chose, shared by the command's contexts."""
+
+    config_path: str | None = None
+    configs: dict[bool, Config] = attrs.field(factory=dict)
+
+
+def state_of(ctx: click.Context | None = None) -> CliState:
+    """The top-level options' state of ``ctx`` (default: the current context)."""
+    ctx = ctx or click.get_current_context()
+    state = ctx.meta.get(_STATE)
+    if not isinstance(state, CliState):
+        state = ctx.meta[_STATE] = CliState()
+    return state
+
+
+def cli_config(ctx: click.Context | None = None, *, require_secret: bool = True) -> Config:
+    """The config ``--config`` names, else ``TOKENBROKER_CONFIG``'s, else the
+    environment's single app (``default``); read once per command."""
+    state = state_of(ctx)
+    config = state.configs.get(require_secret)
+    if config is None:
+        config = resolve_config(state.config_path, require_secret=require_secret)
+        _CONFIG_SECRETS.update(config.secrets())
+        state.configs[require_secret] = config
+    return config
+
+
+def choose_app(config: Config, app: str | None) -> AppConfig:
+    """The app ``--app`` names; left out, the only one. Several apps without
+    ``--app``, or a name not configured, is a usage error (exit 2) listing them."""
+    names = ", ".join(config.apps)
+    if app is None:
+        if len(config.apps) == 1:
+            return next(iter(config.apps.values()))
+        raise click.UsageError(
+            f"{len(config.apps)} apps are configured: choose one with --app NAME (apps: {names})"
+        )
+    if app not in config.apps:
+        raise click.UsageError(f"unknown app {app!r} for --app (apps: {names})")
+    return config.apps[app]
+
+
+def configured_brokers(ctx: click.Context | None = None, **options: Any) -> TokenBrokers:
+    """Every configured app's broker over one store (``tokenbroker serve``, ``refresh``);
+    ``options`` go to ``TokenBrokers`` (``degrade=True`` for long-running commands)."""
+    options.setdefault("degrade", False)
+    return TokenBrokers(cli_config(ctx), **options)
+
+
+def configured_broker(
+    ctx: click.Context | None = None, app: str | None = None, *, degrade: bool = False
+) -> TokenBroker:
+    """The broker of the app ``--app`` names (needs its secret); only that app is built.
 
     A one-shot command fails (exit 1) on a store outage rather than riding it
     out; ``degrade=True`` is for the long-running ones (``refresh --watch``).
     """
-    return TokenBroker.from_env(degrade=degrade)
+    config = cli_config(ctx)
+    chosen = choose_app(config, app)
+    return app_broker(config, chosen, degrade=degrade)
 
 
-def registry() -> Installations:
-    """The installation registry the environment names: no app secret, no provider."""
-    settings = Settings.from_env(require_secret=False)
-    app_id = settings.app_id
+def app_broker(config: Config, app: AppConfig, **options: Any) -> TokenBroker:
+    """A ``TokenBroker`` of its own (owning its store) for one app of ``config``."""
+    try:
+        return TokenBroker(
+            **app.broker_kwargs(),
+            store=config.store,
+            encryption_key=config.encryption_key,
+            **options,
+        )
+    except ConfigError as exc:
+        if config.source == "environment":
+            raise
+        raise ConfigError(f"{config.source}: apps.{app.name}: {exc}") from None
+
+
+def registry(ctx: click.Context | None = None, app: str | None = None) -> Installations:
+    """The installation registry of the app ``--app`` names: no app secret, no provider."""
+    config = cli_config(ctx, require_secret=False)
+    chosen = choose_app(config, app)
+    app_id, provider = chosen.app_id, chosen.provider
     return Installations(
         app_id=app_id,
-        store=registry_store(settings),
+        store=open_store(config.store, config.encryption_key),
         clock=_system_clock(),
-        key=lambda instance_id: TokenKey("wix", app_id, validate_id(instance_id)),
+        key=lambda instance_id: TokenKey(provider, app_id, validate_id(instance_id)),
     )
+
+
+def app_option(func: F) -> F:
+    """``--app NAME``: the app a command works on (may be left out when there is one)."""
+    return click.option(
+        "--app",
+        "app",
+        metavar="NAME",
+        default=None,
+        help="The app to work on, by its name in the config file (may be left out "
+        "when only one is configured; the environment's app is 'default').",
+    )(func)
 
 
 def _system_clock() -> Any:
@@ -217,10 +308,24 @@ def verbose(func: F) -> F:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    default=None,
+    help="The config file (TOML): one store, any number of apps. Default: the file "
+    "TOKENBROKER_CONFIG names, else the TOKENBROKER_* variables as one app, 'default'.",
+)
 @click.version_option(package_name="tokenbroker")
-def main() -> None:
-    """A valid Wix access token for every installation of your app.
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """A valid Wix access token for every installation of your apps.
 
-    Configured by TOKENBROKER_APP_ID, TOKENBROKER_APP_SECRET (or
-    TOKENBROKER_APP_SECRET_FILE), TOKENBROKER_STORE and TOKENBROKER_API_URL.
+    Configured by a config file (--config FILE or TOKENBROKER_CONFIG), or by
+    TOKENBROKER_APP_ID, TOKENBROKER_APP_SECRET (or TOKENBROKER_APP_SECRET_FILE),
+    TOKENBROKER_STORE and TOKENBROKER_API_URL for a single app. Commands that
+    work on one app take --app NAME; with one app it may be left out.
     """
+    if config_path is not None and not config_path.strip():
+        raise click.BadParameter("is empty", param_hint="'--config'")
+    state_of(ctx).config_path = config_path

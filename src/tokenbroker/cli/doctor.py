@@ -6,11 +6,16 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from ..core.errors import TokenBrokerError
+
+if TYPE_CHECKING:
+    from ..broker.broker import TokenBroker
+    from ..broker.brokers import TokenBrokers
+    from ..config import Config
 
 
 @attrs.frozen
@@ -21,20 +26,31 @@ class Check:
 
 
 def run_checks(
-    environ: Mapping[str, str] | None = None, *, instance_id: str | None = None
+    environ: Mapping[str, str] | None = None,
+    *,
+    instance_id: str | None = None,
+    config_path: str | None = None,
+    app: str | None = None,
 ) -> list[Check]:
-    """Run every check; a failed one does not stop the ones that do not depend on it."""
-    from ..broker.broker import TokenBroker  # noqa: PLC0415
+    """Run every check; a failed one does not stop the ones that do not depend on it.
+
+    The store, the schema and encryption are checked once; the webhook key of each
+    app (``app`` alone, when given); ``instance_id``'s token with ``app``'s broker
+    (or the only app's).
+    """
+    from ..broker.brokers import TokenBrokers  # noqa: PLC0415
+    from ..config import resolve_config  # noqa: PLC0415
     from ..plugins.manager import loaded_plugins  # noqa: PLC0415
-    from ..settings import Settings  # noqa: PLC0415
 
     env = os.environ if environ is None else environ
     checks: list[Check] = []
     try:
-        settings = Settings.from_env(env)
+        config = resolve_config(config_path, env)
+        if app is not None:
+            config = attrs.evolve(config, apps={app: config.app(app)})
     except TokenBrokerError as exc:
         return [Check("settings", False, str(exc))]
-    checks.append(Check("settings", True, f"app {settings.app_id}, API {settings.api_url}"))
+    checks.append(Check("settings", True, _describe(config)))
 
     plugins = loaded_plugins()
     broken = [p for p in plugins if p.error]
@@ -46,42 +62,65 @@ def run_checks(
         )
     )
     try:
-        broker = TokenBroker.from_env(env)
+        brokers = TokenBrokers(config)
     except TokenBrokerError as exc:
         checks.append(Check("store", False, str(exc)))
         return checks
-    with broker:
-        checks.extend(_store_checks(broker))
-        checks.append(_encryption_check(settings.encryption_key is not None))
-        checks.append(_webhook_check(broker, settings.public_key is not None))
+    with brokers:
+        checks.extend(_store_checks(brokers))
+        from_env = config.source == "environment"
+        checks.append(
+            _encryption_check(
+                config.encryption_key is not None,
+                "TOKENBROKER_ENCRYPTION_KEY unset" if from_env else "no encryption_key",
+            )
+        )
+        for name, broker in brokers.items():
+            label = "webhooks" if len(brokers) == 1 else f"webhooks {name}"
+            unset = (
+                "TOKENBROKER_APP_PUBLIC_KEY unset" if from_env else f"apps.{name}: no public_key"
+            )
+            public_key = config.apps[name].public_key is not None
+            checks.append(_webhook_check(broker, public_key, label, unset))
         if instance_id is not None:
-            try:
-                token = broker.token(instance_id)
-            except TokenBrokerError as exc:
-                checks.append(Check("token", False, f"{instance_id}: {exc}"))
-            else:
-                checks.append(
-                    Check(
-                        "token",
-                        True,
-                        f"{instance_id}: token {token.fingerprint}, "
-                        f"expires {token.expires_at:%Y-%m-%d %H:%M:%S} UTC",
-                    )
-                )
+            checks.append(_token_check(brokers.only(), instance_id))
     return checks
 
 
-def _store_checks(broker: object) -> list[Check]:
-    from ..backends.sql import SCHEMA_VERSION, SQLStore  # noqa: PLC0415
-    from ..broker.broker import TokenBroker  # noqa: PLC0415
+def _describe(config: Config) -> str:
+    if config.source == "environment":
+        (app,) = config.apps.values()
+        return f"app {app.app_id}, API {app.api_url}"
+    apps = ", ".join(f"{name} ({app.app_id}, {app.provider})" for name, app in config.apps.items())
+    return f"{config.source}: {len(config.apps)} app(s): {apps}"
 
-    assert isinstance(broker, TokenBroker)
-    store = broker.store
+
+def _token_check(broker: TokenBroker, instance_id: str) -> Check:
     try:
-        count = len(broker.installations())
+        token = broker.token(instance_id)
+    except TokenBrokerError as exc:
+        return Check("token", False, f"{instance_id}: {exc}")
+    return Check(
+        "token",
+        True,
+        f"{instance_id}: token {token.fingerprint}, "
+        f"expires {token.expires_at:%Y-%m-%d %H:%M:%S} UTC",
+    )
+
+
+def _store_checks(brokers: TokenBrokers) -> list[Check]:
+    from ..backends.sql import SCHEMA_VERSION, SQLStore  # noqa: PLC0415
+
+    store = brokers.store
+    try:
+        counts = {name: len(broker.installations()) for name, broker in brokers.items()}
     except TokenBrokerError as exc:
         return [Check("store", False, str(exc))]
-    checks = [Check("store", True, f"{store.url} answers; {count} active installation(s)")]
+    if len(counts) == 1:
+        count = f"{next(iter(counts.values()))} active installation(s)"
+    else:
+        count = "active installations: " + ", ".join(f"{n} {c}" for n, c in counts.items())
+    checks = [Check("store", True, f"{store.url} answers; {count}")]
     inner = getattr(store, "inner", store)
     if isinstance(inner, SQLStore) and inner.sqlite_path is not None:
         checks.append(_private_files_check(inner.sqlite_path))
@@ -124,19 +163,16 @@ def _private_files_check(path: Path) -> Check:
     return Check("file permissions", True, f"{path} is private to its owner")
 
 
-def _encryption_check(enabled: bool) -> Check:
-    detail = "tokens are encrypted at rest" if enabled else "off (TOKENBROKER_ENCRYPTION_KEY unset)"
+def _encryption_check(enabled: bool, unset: str) -> Check:
+    detail = "tokens are encrypted at rest" if enabled else f"off ({unset})"
     return Check("encryption", True, detail)
 
 
-def _webhook_check(broker: object, configured: bool) -> Check:
-    from ..broker.broker import TokenBroker  # noqa: PLC0415
-
-    assert isinstance(broker, TokenBroker)
+def _webhook_check(broker: TokenBroker, configured: bool, label: str, unset: str) -> Check:
     if not configured:
-        return Check("webhooks", True, "off (TOKENBROKER_APP_PUBLIC_KEY unset)")
+        return Check(label, True, f"off ({unset})")
     try:
         broker.verifier  # noqa: B018 - loading the key is the check
     except TokenBrokerError as exc:
-        return Check("webhooks", False, str(exc))
-    return Check("webhooks", True, "public key loaded (RS256)")
+        return Check(label, False, str(exc))
+    return Check(label, True, "public key loaded (RS256)")

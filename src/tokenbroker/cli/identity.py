@@ -15,7 +15,7 @@ import click
 
 from ..core.clock import to_datetime
 from ..wix.identity import MAX_CREDENTIAL_LENGTH, TokenInfo
-from .app import configured_broker, fail, main, verbose
+from .app import app_option, choose_app, cli_config, configured_broker, fail, main, verbose
 
 
 def read_token() -> str:
@@ -69,16 +69,18 @@ def _lines(info: TokenInfo, app_id: str, now: datetime) -> list[tuple[str, str]]
 
 @main.command("token-info")
 @click.option("--json", "as_json", is_flag=True, help="Print Wix's answer as one JSON object.")
+@app_option
 @verbose
-def token_info(as_json: bool) -> None:
+def token_info(as_json: bool, app: str | None) -> None:
     """Ask Wix's Token Info about a token read from standard input.
 
     For example: printf %s "$TOKEN" | tokenbroker token-info. The token is
     never taken as an argument, where ps would show it. Exits 1 when Wix says
     the token is not active (or refuses to say).
     """
+    choose_app(cli_config(), app)  # a wrong --app is said before the token is asked for
     token = read_token()
-    with configured_broker() as broker:
+    with configured_broker(app=app) as broker:
         info = broker.wix.token_info(token)
         app_id = broker.app_id
         now = to_datetime(broker.clock.time())

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from ..broker import TokenBroker
-from .app import configured_broker, main, one_line, scrub, verbose
+from ..broker import RefreshReport, TokenBroker, TokenBrokers
+from .app import app_broker, app_option, choose_app, cli_config, main, one_line, scrub, verbose
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -83,23 +83,59 @@ MIN_INTERVAL: Final = 1.0
     default=None,
     help="Progress bar (default: on when stderr is a terminal).",
 )
+@app_option
 @verbose
 def refresh(
-    within: float, concurrency: int, watch: bool, interval: float, progress: bool | None
+    within: float,
+    concurrency: int,
+    watch: bool,
+    interval: float,
+    progress: bool | None,
+    app: str | None,
 ) -> None:
-    """Refresh every installed instance whose token is missing or due."""
+    """Refresh every installed instance whose token is missing or due.
+
+    Without --app, every configured app is refreshed, one after another, each
+    with its own --concurrency workers and rate guard. Exits 1 if any failed.
+    """
     show = sys.stderr.isatty() if progress is None else progress
-    with configured_broker(degrade=watch) as current:
+    config = cli_config()
+    if app is None and len(config.apps) > 1:
+        with TokenBrokers(config, degrade=watch) as brokers:
+            while True:
+                reports = _refresh_all(brokers, within, concurrency, show)
+                failed = False
+                for name, report in reports.items():
+                    click.echo(f"{name}: {_clean(report.summary())}")
+                    failed = failed or bool(report.failed) or report.error is not None
+                    if report.error is not None:
+                        click.echo(f"{name}: not run: {_clean(report.error)}", err=True)
+                    for instance_id, reason in report.failed:
+                        click.echo(f"{name}: failed {instance_id}: {_clean(reason)}", err=True)
+                if not _again(watch, failed, interval):
+                    return
+    with app_broker(config, choose_app(config, app), degrade=watch) as current:
         while True:
             report = _refresh_once(current, within, concurrency, show)
             click.echo(report.summary())
             for instance_id, reason in report.failed:
-                click.echo(f"failed {instance_id}: {one_line(scrub(reason))}", err=True)
-            if not watch:
-                if report.failed:
-                    sys.exit(1)
+                click.echo(f"failed {instance_id}: {_clean(reason)}", err=True)
+            if not _again(watch, bool(report.failed), interval):
                 return
-            time.sleep(interval)
+
+
+def _clean(reason: str) -> str:
+    return one_line(scrub(reason))
+
+
+def _again(watch: bool, failed: bool, interval: float) -> bool:
+    """Whether to run again (after the interval); a single run that failed exits 1."""
+    if not watch:
+        if failed:
+            sys.exit(1)
+        return False
+    time.sleep(interval)
+    return True
 
 
 def _refresh_once(broker: TokenBroker, within: float, concurrency: int, show: bool) -> Any:
@@ -117,5 +153,27 @@ def _refresh_once(broker: TokenBroker, within: float, concurrency: int, show: bo
             bar.advance(task)
 
         return broker.refresh_due(
+            within=within, concurrency=concurrency, progress=step, on_start=start
+        )
+
+
+def _refresh_all(
+    brokers: TokenBrokers, within: float, concurrency: int, show: bool
+) -> dict[str, RefreshReport]:
+    """Every app's refresh, with a progress bar per app when ``show``."""
+    if not show:
+        return brokers.refresh_due(within=within, concurrency=concurrency)
+    from rich.progress import Progress, TaskID  # noqa: PLC0415
+
+    with Progress(transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def start(name: str, total: int) -> None:
+            tasks[name] = bar.add_task(f"refreshing {name}", total=total)
+
+        def step(name: str, result: Any) -> None:
+            bar.advance(tasks[name])
+
+        return brokers.refresh_due(
             within=within, concurrency=concurrency, progress=step, on_start=start
         )

@@ -11,7 +11,7 @@ import click
 from ..core.health import REMOVED, HealthState, InstallationHealth
 from ..core.installation import Installation
 from ..core.token import validate_id
-from .app import main, registry
+from .app import app_option, main, registry
 
 
 @main.group()
@@ -58,7 +58,10 @@ def _row(inst: Installation, health: InstallationHealth) -> str:
     type=click.Choice([s.value for s in HealthState]),
     help="Only installations in this state (dead includes removed ones).",
 )
-def installations_list(as_json: bool, include_removed: bool, state: str | None) -> None:
+@app_option
+def installations_list(
+    as_json: bool, include_removed: bool, state: str | None, app: str | None
+) -> None:
     """List recorded installations and their health.
 
     Health is what fetching tokens has seen: healthy; failing (Wix refused the
@@ -66,7 +69,7 @@ def installations_list(as_json: bool, include_removed: bool, state: str | None) 
     when Wix is asked again); or dead (Wix says the app is not installed, or the
     installation was removed). Also the last token's time and its next refresh.
     """
-    found = _listed(include_removed or state == HealthState.DEAD.value, state)
+    found = _listed(app, include_removed or state == HealthState.DEAD.value, state)
     if as_json:
         click.echo(
             json.dumps(
@@ -83,11 +86,12 @@ def installations_list(as_json: bool, include_removed: bool, state: str | None) 
 
 @installations.command("add")
 @click.argument("instance_ids", nargs=-1, required=True)
-def installations_add(instance_ids: Sequence[str]) -> None:
+@app_option
+def installations_add(instance_ids: Sequence[str], app: str | None) -> None:
     """Record installations by instance id (idempotent)."""
     for instance_id in instance_ids:
         validate_id(instance_id)  # validate them all before writing any
-    registry_ = registry()
+    registry_ = registry(app=app)
     try:
         for instance_id in instance_ids:
             registry_.add(instance_id)
@@ -98,11 +102,12 @@ def installations_add(instance_ids: Sequence[str]) -> None:
 
 @installations.command("remove")
 @click.argument("instance_ids", nargs=-1, required=True)
-def installations_remove(instance_ids: Sequence[str]) -> None:
+@app_option
+def installations_remove(instance_ids: Sequence[str], app: str | None) -> None:
     """Mark installations removed and forget their tokens."""
     for instance_id in instance_ids:
         validate_id(instance_id)
-    registry_ = registry()
+    registry_ = registry(app=app)
     try:
         for instance_id in instance_ids:
             found = registry_.remove(instance_id)
@@ -113,7 +118,8 @@ def installations_remove(instance_ids: Sequence[str]) -> None:
 
 @installations.command("reset-health")
 @click.argument("instance_ids", nargs=-1, required=True)
-def installations_reset_health(instance_ids: Sequence[str]) -> None:
+@app_option
+def installations_reset_health(instance_ids: Sequence[str], app: str | None) -> None:
     """Forget that installations are failing or dead: the next fetch asks Wix at once.
 
     For after fixing what made Wix refuse them. A removed installation stays
@@ -121,7 +127,7 @@ def installations_reset_health(instance_ids: Sequence[str]) -> None:
     """
     for instance_id in instance_ids:
         validate_id(instance_id)
-    registry_ = registry()
+    registry_ = registry(app=app)
     try:
         for instance_id in instance_ids:
             before = registry_.health(instance_id)
@@ -137,9 +143,9 @@ def installations_reset_health(instance_ids: Sequence[str]) -> None:
 
 
 def _listed(
-    include_removed: bool, state: str | None
+    app: str | None, include_removed: bool, state: str | None
 ) -> list[tuple[Installation, InstallationHealth]]:
-    registry_ = registry()
+    registry_ = registry(app=app)
     try:
         return registry_.list_with_health(include_removed=include_removed, state=state)
     finally:

@@ -7,16 +7,17 @@ import json
 import click
 
 from ..broker.installations import SETUP_PENDING
-from .app import configured_broker, fail, main, verbose
+from .app import app_option, configured_broker, fail, main, verbose
 
 
 @main.command()
 @click.argument("instance_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with the expiry.")
+@app_option
 @verbose
-def token(instance_id: str, as_json: bool) -> None:
+def token(instance_id: str, as_json: bool, app: str | None) -> None:
     """Print a valid access token for INSTANCE_ID (the raw token alone)."""
-    with configured_broker() as broker:
+    with configured_broker(app=app) as broker:
         tok = broker.token(instance_id)
     if as_json:
         click.echo(
@@ -38,15 +39,16 @@ def token(instance_id: str, as_json: bool) -> None:
 @click.option(
     "--pending", is_flag=True, help="Retry every installation whose automatic finish-setup failed."
 )
+@app_option
 @verbose
-def finish_setup(instance_id: str | None, pending: bool) -> None:
+def finish_setup(instance_id: str | None, pending: bool, app: str | None) -> None:
     """Tell Wix that INSTANCE_ID needs no more setup (APP_FINISHED_CONFIGURATION).
 
     With --pending, exits 1 if any pending installation is still failing.
     """
     if pending == (instance_id is not None):
         raise click.UsageError("give either INSTANCE_ID or --pending")
-    with configured_broker() as broker:
+    with configured_broker(app=app) as broker:
         if instance_id is not None:
             broker.finish_setup(instance_id)
             click.echo(f"sent APP_FINISHED_CONFIGURATION for {instance_id}")

@@ -312,6 +312,12 @@ def remembered(health: InstallationHealth, now: float) -> ProviderError:
     return exc
 
 
+def remembered_next_attempt(error: BaseException) -> datetime | None:
+    """When Wix is asked again, for an error raised again from memory (else ``None``)."""
+    found = getattr(error, _REMEMBERED, None)
+    return found if isinstance(found, datetime) else None
+
+
 def is_remembered(error: BaseException) -> bool:
     """Whether ``error`` was raised again from memory (no request was sent)."""
     return hasattr(error, _REMEMBERED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -24,9 +25,19 @@ class Lease:
     expires_at: float
 
 
+def _frozen_options(options: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A read-only copy of provider options (``None`` is none)."""
+    return MappingProxyType(dict(options or {}))
+
+
 @attrs.frozen
 class ProviderConfig:
-    """What a provider factory is given."""
+    """What a provider factory is given.
+
+    ``app_secret`` is empty (``Secret("")``, which is falsy) when the app has none:
+    only providers other than ``wix`` may be configured without one, and a provider
+    that needs one refuses an empty one with a ``ConfigError``.
+    """
 
     app_id: str
     app_secret: Secret = attrs.field(repr=False)
@@ -40,6 +51,13 @@ class ProviderConfig:
     """More signs that the provider means "not installed on this instance": error
     codes, or ``text:<phrase>`` entries matched in its error text. The provider
     checks them (a ``ConfigError``); one with no such rules ignores them."""
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_options, repr=False)
+    """The app's provider options (``[apps.NAME.provider_options]`` in the config
+    file), passed verbatim: the provider validates them (a ``ConfigError`` naming
+    the option). Read-only; kept out of reprs, since they may hold a client secret."""
+    store: Store | None = attrs.field(default=None, repr=False, eq=False)
+    """The broker's store (encrypting when a key is set), for providers that keep
+    per-instance state such as a refresh token; ``None`` when built by hand."""
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ BUILTIN = {
     "builtin_backends": "tokenbroker.plugins.builtin_backends",
     "redis": "tokenbroker.plugins.redis_backend",
     "auto_finish_setup": "tokenbroker.plugins.auto_setup",
+    "oauth2": "tokenbroker.providers.plugin",
 }
 
 

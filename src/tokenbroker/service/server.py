@@ -13,8 +13,13 @@ protocol and adds a deadline for receiving each whole request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
+import os
+import socket
+import stat
+from collections.abc import Iterator
 from typing import Any, ClassVar, Final
 
 from . import require
@@ -27,7 +32,12 @@ from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG, Config  # noqa: E402
 from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 from uvicorn.server import ServerState  # noqa: E402
 
+from ..core.errors import ConfigError  # noqa: E402
+
 log = logging.getLogger("tokenbroker.service")
+
+UDS_MODE: Final = 0o660
+"""A Unix socket's permissions: its owner and group may connect, nobody else."""
 
 # The client states in which it still owes us (the rest of) a request.
 _OWED: Final = (h11.IDLE, h11.SEND_BODY)
@@ -160,6 +170,55 @@ def log_config(level: str) -> dict[str, Any]:
     return config
 
 
+@contextlib.contextmanager
+def unix_socket(path: str) -> Iterator[socket.socket]:
+    """A listening Unix socket at ``path``, mode 0660 from the moment it exists.
+
+    uvicorn's own ``uds=`` makes the socket 0666 (anyone on the host may connect), so
+    the socket is bound here, under a umask that leaves it 0660, and handed to uvicorn
+    as a file descriptor. A stale socket file (nothing listens on it) is replaced; a
+    live one, or a path that is not a socket, is a ``ConfigError``. The file is
+    removed when the block ends.
+    """
+    _clear_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        previous = os.umask(0o777 & ~UDS_MODE)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(previous)
+        os.chmod(path, UDS_MODE)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on the Unix socket {path}: {exc.strerror}") from None
+    try:
+        yield sock
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _clear_stale(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"--uds {path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:  # nothing listens: a socket left behind by a process that died
+        os.unlink(path)
+    else:
+        raise ConfigError(f"--uds {path}: another process is listening on it")
+    finally:
+        probe.close()
+
+
 def run(
     app: Any,
     *,
@@ -169,20 +228,24 @@ def run(
     receipt_timeout: float,
     timeout_keep_alive: int,
     limit_concurrency: int,
+    uds: str | None = None,
 ) -> None:
     """Serve ``app`` until interrupted: at most ``limit_concurrency`` connections are
     served (a request on one more gets 503), each request must arrive within
-    ``receipt_timeout`` seconds, and an idle connection lasts ``timeout_keep_alive``."""
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        http=receipt_deadline_protocol(receipt_timeout),
-        ws="none",  # the service has no WebSocket routes
-        log_level=log_level,
-        log_config=log_config(log_level),
-        timeout_keep_alive=timeout_keep_alive,
+    ``receipt_timeout`` seconds, and an idle connection lasts ``timeout_keep_alive``.
+    With ``uds``, on that Unix socket (mode 0660) instead of ``host`` and ``port``."""
+    options: dict[str, Any] = {
+        "http": receipt_deadline_protocol(receipt_timeout),
+        "ws": "none",  # the service has no WebSocket routes
+        "log_level": log_level,
+        "log_config": log_config(log_level),
+        "timeout_keep_alive": timeout_keep_alive,
         # uvicorn answers 503 once the open connections, counting the one asking,
         # reach its limit: one more makes ours mean "N connections are served"
-        limit_concurrency=limit_concurrency + 1,
-    )
+        "limit_concurrency": limit_concurrency + 1,
+    }
+    if uds is None:
+        uvicorn.run(app, host=host, port=port, **options)
+        return
+    with unix_socket(uds) as sock:
+        uvicorn.run(app, fd=sock.fileno(), **options)

@@ -4,9 +4,10 @@ Registered as the built-in ``wix`` plugin (``tokenbroker.wix.plugin``)."""
 
 from __future__ import annotations
 
+from ..core.retry import RetryBudget, parse_retry_after
 from .errors import WebhookRejected
 from .facts import DEFAULT_API_URL, validate_api_url
-from .http import RetryBudget, WixHttp, parse_retry_after
+from .http import WixHttp
 from .provider import WixProvider
 
 __all__ = [

@@ -30,10 +30,8 @@ retried is logged at INFO with it, and so is the failure that opens the circuit.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
-import random
 import ssl
 import threading
 import weakref
@@ -50,6 +48,7 @@ from ..core.clock import Clock
 from ..core.errors import ProviderError, RateLimited, TransientProviderError, with_request_id
 from ..core.flow import Flow, Op, Sleep
 from ..core.loops import on_loop_close
+from ..core.retry import RetryBudget, parse_retry_after
 from .errors import DEFAULT_RULES, NotInstalledRules, classify, request_id_of
 from .facts import USER_AGENT
 
@@ -64,45 +63,6 @@ _NO_ANSWER: Final = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.Remote
 _TRIAL: ContextVar[tuple[CircuitBreaker, Permit] | None] = ContextVar(
     "tokenbroker_wix_trial", default=None
 )
-
-
-@attrs.frozen
-class RetryBudget:
-    max_attempts: int = 3
-    backoff_base: float = 0.25
-    backoff_max: float = 4.0
-    max_retry_after: float = 10.0
-
-    def worst_case(self, timeout: float) -> float:
-        """The longest one call can take, in seconds, with ``timeout`` per request:
-        every attempt timing out, and every wait between them at its longest (a
-        ``Retry-After`` up to ``max_retry_after``, or the backoff's cap)."""
-        waits = (self.max_attempts - 1) * max(self.max_retry_after, self.backoff_max)
-        return self.max_attempts * timeout + waits
-
-    def backoff(self, attempt: int) -> float:
-        """Full jitter (AWS architecture blog): uniform in [0, base * 2**attempt]."""
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))  # noqa: S311
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait, from ``Retry-After`` as seconds or an HTTP date."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment.tzinfo is None:
-            return None
-        seconds = moment.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return max(seconds, 0.0)
 
 
 class HttpPort(Protocol):

@@ -22,12 +22,13 @@ from ..core.clock import to_datetime
 from ..core.errors import ConfigError, InvalidCredentials, ProviderError
 from ..core.flow import Flow, run_async, run_sync
 from ..core.protocols import ProviderConfig
+from ..core.retry import RetryBudget
 from ..core.secret import Secret, scrub_secrets
 from ..core.token import Token, TokenKey
 from . import apps
 from .errors import DEFAULT_RULES, NotInstalledRules, request_id_of
 from .facts import TOKEN_PATH, validate_api_url
-from .http import RetryBudget, WixHttp, json_object
+from .http import WixHttp, json_object
 
 log = logging.getLogger("tokenbroker.wix")
 

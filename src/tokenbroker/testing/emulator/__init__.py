@@ -16,6 +16,9 @@ comment beside it):
 * ``POST /apps/v1/bi-event`` (Send BI Event) records any ``eventName``,
 * ``GET /apps/v1/instance`` (Get App Instance) describes the installation with Wix's
   documented fields,
+* ``POST /oauth/access`` (Wix's legacy OAuth, "custom authentication") exchanges the
+  one-time code of ``authorization_code`` for a refresh token and a 5-minute access
+  token, and refresh tokens for access tokens (rotating them, by default),
 
 and the same two app-management endpoints on the paths the SDK's generated modules call
 on a host of their own (``/devcenter/bi-events/v1/bi-event``,
@@ -37,13 +40,15 @@ runs ``tokenbroker/__init__``, so it is used with tokenbroker installed. The mod
 ``wire`` (reading HTTP/1.1 requests, strictly), ``server`` (connections, knowing
 nothing of Wix), ``responses`` (Wix's answer shapes), ``records`` (installations and
 issued tokens), ``endpoints`` (the app's endpoints), ``identity`` (Token Info and the
-user-side credentials), ``faults`` (the injected faults), ``checks`` (knob values) and
+user-side credentials), ``legacy`` (codes and refresh tokens), ``faults`` (the
+injected faults), ``checks`` (knob values) and
 ``state`` (the ``WixEmulator`` a test drives).
 """
 
 from __future__ import annotations
 
 from .endpoints import (
+    ACCESS_ENDPOINT,
     BI_EVENT_ENDPOINT,
     ENDPOINTS,
     INSTANCE_ENDPOINT,
@@ -55,6 +60,7 @@ from .server import BindError
 from .state import WixEmulator
 
 __all__ = [
+    "ACCESS_ENDPOINT",
     "BI_EVENT_ENDPOINT",
     "ENDPOINTS",
     "INSTANCE_ENDPOINT",

@@ -142,3 +142,9 @@ def json_object(name: str, value: object) -> dict[str, object]:
         return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
     except (TypeError, ValueError, RecursionError):
         raise TypeError(f"{name} must hold only JSON values") from None
+
+
+def flag(name: str, value: object) -> None:
+    """A bool (never an int standing in for one)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")

@@ -34,8 +34,10 @@ TOKEN_ENDPOINT: Final = "oauth2/token"  # noqa: S105 (a URL path, not a password
 TOKEN_INFO_ENDPOINT: Final = "oauth2/token-info"  # noqa: S105 (a URL path, not a password)
 BI_EVENT_ENDPOINT: Final = "apps/v1/bi-event"
 INSTANCE_ENDPOINT: Final = "apps/v1/instance"
+# Wix's legacy OAuth ("custom authentication"): Request and Refresh an Access Token.
+ACCESS_ENDPOINT: Final = "oauth/access"
 ENDPOINTS: Final = frozenset(
-    {TOKEN_ENDPOINT, TOKEN_INFO_ENDPOINT, BI_EVENT_ENDPOINT, INSTANCE_ENDPOINT}
+    {TOKEN_ENDPOINT, TOKEN_INFO_ENDPOINT, BI_EVENT_ENDPOINT, INSTANCE_ENDPOINT, ACCESS_ENDPOINT}
 )
 
 # URL path -> (endpoint name, the one method it accepts). The documented paths on
@@ -48,6 +50,10 @@ _ROUTES: Final[Mapping[str, tuple[str, str]]] = {
     "/" + TOKEN_INFO_ENDPOINT: (TOKEN_INFO_ENDPOINT, "POST"),
     "/" + BI_EVENT_ENDPOINT: (BI_EVENT_ENDPOINT, "POST"),
     "/" + INSTANCE_ENDPOINT: (INSTANCE_ENDPOINT, "GET"),
+    # Documented both ways: the endpoint is given as https://www.wixapis.com/oauth/access/
+    # and its curl example posts to .../oauth/access (OAuth 2 > Refresh an Access Token).
+    "/" + ACCESS_ENDPOINT: (ACCESS_ENDPOINT, "POST"),
+    "/" + ACCESS_ENDPOINT + "/": (ACCESS_ENDPOINT, "POST"),
     "/devcenter/bi-events/v1/bi-event": (BI_EVENT_ENDPOINT, "POST"),
     "/devcenter/app-instance/v1/instance": (INSTANCE_ENDPOINT, "GET"),
 }

@@ -1,7 +1,7 @@
 """Fault injection: the canned answers and delays a test queues per endpoint.
 
 ``_FaultInjection`` sits between the Wix records and endpoints (``endpoints``,
-``identity``) and the emulator (``state``), which takes the next fault for each request
+``identity``, ``legacy``) and the emulator (``state``), which takes the next fault for each request
 it serves. A fault with no body of the test's is worded when it is sent, in the
 ``error_shape`` set then.
 """
@@ -16,7 +16,7 @@ import attrs
 
 from . import checks
 from .endpoints import ENDPOINTS, TOKEN_ENDPOINT
-from .identity import _Identity
+from .legacy import _LegacyOAuth
 from .responses import _Answer, _failure, _garbage, _rate_limited
 
 
@@ -46,7 +46,7 @@ def _check_times(times: object) -> int:
 
 
 @attrs.define(eq=False, repr=False)
-class _FaultInjection(_Identity):
+class _FaultInjection(_LegacyOAuth):
     """The fault queues, one per endpoint, under the endpoints' lock."""
 
     _faults: dict[str, collections.deque[_Queued]] = attrs.field(init=False)

@@ -15,7 +15,7 @@ from typing import Final
 
 import attrs
 
-from .endpoints import TOKEN_ENDPOINT
+from .endpoints import ACCESS_ENDPOINT, TOKEN_ENDPOINT
 from .faults import _FaultInjection
 from .responses import _Answer, _Problem
 from .server import _Response
@@ -51,14 +51,21 @@ class _Observation(_FaultInjection):
             return self._calls[TOKEN_ENDPOINT]
 
     @property
+    def access_requests(self) -> int:
+        """``POST /oauth/access`` requests received (``calls["oauth/access"]``)."""
+        with self._lock:
+            return self._calls[ACCESS_ENDPOINT]
+
+    @property
     def in_flight(self) -> int:
-        """Token requests received and not yet answered."""
+        """Token requests (``/oauth2/token`` and ``/oauth/access``) received and not yet
+        answered."""
         with self._lock:
             return self._in_flight
 
     @property
     def peak_concurrency(self) -> int:
-        """The most token requests that were in flight at once."""
+        """The most token requests (of both endpoints) that were in flight at once."""
         with self._lock:
             return self._peak_concurrency
 

@@ -19,6 +19,7 @@ import attrs
 from . import checks
 from .endpoints import (
     _ROUTES,
+    ACCESS_ENDPOINT,
     BI_EVENT_ENDPOINT,
     INSTANCE_ENDPOINT,
     TOKEN_ENDPOINT,
@@ -33,6 +34,8 @@ logger = logging.getLogger("tokenbroker.emulator")
 
 # How long stop() waits for handler threads to notice their sockets were closed.
 _DRAIN_TIMEOUT: Final = 5.0
+# The endpoints that issue the app's tokens: their requests are counted in flight.
+_TOKEN_ENDPOINTS: Final = frozenset({TOKEN_ENDPOINT, ACCESS_ENDPOINT})
 
 
 def _url_of(server: _EmulatorServer) -> str:
@@ -50,7 +53,7 @@ def _port(name: str, value: object) -> None:
 
 @attrs.define(eq=False, repr=False)
 class WixEmulator(_Observation):
-    """Wix's token, token-info, BI-event and instance endpoints, with knobs for tests.
+    """Wix's token, token-info, BI-event, instance and legacy OAuth endpoints, with knobs.
 
     Thread-safe: the HTTP handler threads and the test thread share state under one
     lock, and every delay (latency, hangs, pauses) is waited out without holding it, so
@@ -81,6 +84,11 @@ class WixEmulator(_Observation):
       is not installed: 400 (the default), 401, 403 or 404. Its body says
       ``APP_NOT_INSTALLED`` (``invalid_grant`` in the ietf shape) and "App is not
       installed on this instance".
+    * ``rotate_refresh_tokens``: Whether each refresh on ``POST /oauth/access`` answers
+      a new refresh token and ends the one used (the default, True); False answers the
+      same one, as Wix documents (see ``legacy``).
+    * ``legacy_token_lifetime``: Seconds the access tokens of ``POST /oauth/access``
+      live (finite, positive; default 300, Wix's documented 5 minutes).
     * ``latency``: Seconds every request waits before it is answered (finite, at least 0).
     * ``host``: The address to listen on.
     * ``port``: The port to listen on; 0 picks a free one.
@@ -88,8 +96,9 @@ class WixEmulator(_Observation):
       each whole request from its first byte, before it is closed (finite,
       positive). Tests of slow clients set it low.
 
-    ``error_shape``, ``not_installed_status``, ``token_lifetime`` and ``latency`` can
-    also be set while it runs, checked as they are set.
+    ``error_shape``, ``not_installed_status``, ``token_lifetime``,
+    ``rotate_refresh_tokens``, ``legacy_token_lifetime`` and ``latency`` can also be set
+    while it runs, checked as they are set.
     """
 
     _latency: float = attrs.field(default=0.0, kw_only=True, validator=checked(checks.non_negative))
@@ -246,7 +255,8 @@ class WixEmulator(_Observation):
             self._changed.notify_all()
 
     def wait_for_in_flight(self, count: int, timeout: float | None = 5.0) -> bool:
-        """Block until at least ``count`` token requests are in flight; False on timeout.
+        """Block until at least ``count`` token requests (``/oauth2/token`` and
+        ``/oauth/access``) are in flight; False on timeout.
 
         ``timeout`` is seconds (finite, at least 0), or None to wait as long as it takes.
         """
@@ -272,6 +282,7 @@ class WixEmulator(_Observation):
             TOKEN_INFO_ENDPOINT: self._token_info,
             BI_EVENT_ENDPOINT: self._send_bi_event,
             INSTANCE_ENDPOINT: self._get_app_instance,
+            ACCESS_ENDPOINT: self._request_access,
         }[endpoint]
 
     def _answer(self, request: _Request) -> _Answer | None:
@@ -288,7 +299,7 @@ class WixEmulator(_Observation):
                 f"{endpoint} accepts {method} only",
                 (("Allow", method),),
             )
-        counted = endpoint == TOKEN_ENDPOINT
+        counted = endpoint in _TOKEN_ENDPOINTS
         with self._changed:
             self._calls[endpoint] += 1
             fault = self._next_fault_locked(endpoint)

@@ -1,0 +1,243 @@
+"""Sending token requests: HTTP clients, the retry budget and the circuit breaker.
+
+The same rules as the Wix provider's (``tokenbroker.wix.http``), for any token
+endpoint: at most ``max_attempts`` requests per fetch; 5xx, 408, timeouts and
+connection errors retried after a full-jitter backoff (up to 0.25 s, doubling,
+at most 4 s); a 429 retried after its ``Retry-After`` when that is at most 10 s
+(after the backoff when it has none), else raised as ``RateLimited`` with the
+wait; every other 4xx raised at once. One ``CircuitBreaker``
+(``tokenbroker.core.breaker``) per provider: 5 consecutive transient failures
+open it for 15 s (doubling to 300 s), and while it is open nothing is sent.
+
+Why not ``WixHttp`` itself: it lives in ``wix``, which this layer may not
+import, and is bound to Wix's error classifier, request-id header and wording;
+``core`` holds no HTTP client code. What is shared is shared through ``core``
+(the breaker, the typed flows, the per-loop cleanup); the loop here is short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+import httpx2
+
+from ..core.breaker import CircuitBreaker, CircuitState, Permit
+from ..core.clock import Clock
+from ..core.errors import ProviderError, RateLimited, TransientProviderError, with_request_id
+from ..core.flow import Flow, Op, Sleep
+from ..core.loops import on_loop_close
+from ..core.retry import RetryBudget, parse_retry_after
+from .errors import classify
+
+log = logging.getLogger("tokenbroker.oauth2")
+
+USER_AGENT: Final = "tokenbroker/0.1 (+https://pypi.org/project/tokenbroker)"
+_NO_ANSWER: Final = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+
+
+@attrs.frozen
+class Send(Op[httpx2.Response]):
+    """Send one request on the endpoint's client (sync) or its loop's client (async)."""
+
+    request: httpx2.Request
+
+    def run(self, port: TokenEndpoint) -> httpx2.Response:
+        return port.client.send(self.request)
+
+    async def arun(self, port: TokenEndpoint) -> httpx2.Response:
+        return await port.aclient.send(self.request)
+
+
+class TokenEndpoint:
+    """Sends requests to one token endpoint within the retry budget and the breaker.
+
+    Thread-safe and usable from several event loops: the sync client is shared and
+    each loop gets its own async client, closed when that loop shuts down.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        clock: Clock,
+        retry: RetryBudget,
+        breaker: CircuitBreaker,
+        timeout: float,
+        transport: httpx2.BaseTransport | httpx2.AsyncBaseTransport | None,
+        scrub: Callable[[str], str],
+        request_id_header: str,
+    ) -> None:
+        self.url = url
+        self.retry = retry
+        self.breaker = breaker
+        self.request_id_header = request_id_header
+        self.max_call_seconds = retry.worst_case(timeout)
+        """How long one fetch may take at worst (what a fleet lease must outlast)."""
+        self._clock = clock
+        self._scrub = scrub
+        self._timeout = httpx2.Timeout(timeout)
+        self._transport = transport
+        self._ssl: ssl.SSLContext | None = None
+        self._client: httpx2.Client | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient]
+        self._aclients = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    # -- clients ----------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._ssl is None:
+                self._ssl = httpx2.create_ssl_context()
+            return self._ssl
+
+    def _options(self) -> dict[str, object]:
+        options: dict[str, object] = {
+            "timeout": self._timeout,
+            "transport": self._transport,
+            "headers": {"User-Agent": USER_AGENT},
+            "follow_redirects": False,  # a redirect would carry the secret elsewhere
+        }
+        if self._transport is None:  # a given transport does its own TLS, if any
+            # One context for every client: building one costs tens of milliseconds,
+            # which a new event loop per call would pay each time.
+            options["verify"] = self._ssl_context()
+        return options
+
+    @property
+    def client(self) -> httpx2.Client:
+        client = self._client
+        if client is None:
+            options = self._options()  # takes the lock itself: before, not inside
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx2.Client(**options)  # type: ignore[arg-type]
+                client = self._client
+        return client
+
+    @property
+    def aclient(self) -> httpx2.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = httpx2.AsyncClient(**self._options())  # type: ignore[arg-type]
+            self._aclients[loop] = client
+            on_loop_close(self.aclose_loop_client)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose_loop_client(self) -> None:
+        client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    async def aclose(self) -> None:
+        await self.aclose_loop_client()
+        self.close()
+
+    # -- the decision core ----------------------------------------------------------
+    def request_flow(self, request: httpx2.Request, what: str) -> Flow[httpx2.Response]:
+        """Send ``request`` within the budget and the breaker; return a 2xx answer."""
+        request.headers.setdefault("User-Agent", USER_AGENT)
+        budget = self.retry
+        for attempt in range(budget.max_attempts):
+            last = attempt == budget.max_attempts - 1
+            permit = self._admit(what)
+            try:
+                response: httpx2.Response | None = yield from Send(request)
+            except _NO_ANSWER as exc:
+                response, no_answer = None, type(exc).__name__
+            except BaseException:
+                self.breaker.release(permit)  # cancelled, or failed on our side: no verdict
+                raise
+            if response is None:
+                reason = f"no answer: {no_answer}"
+                self._record(permit, failed=True, reason=reason)
+                if self.breaker.state is not CircuitState.CLOSED:
+                    raise self._circuit_open(what, reason)
+                if last:
+                    raise TransientProviderError(
+                        f"{what}: no answer after {budget.max_attempts} attempt(s): {no_answer}"
+                    )
+                pause = budget.backoff(attempt)
+                log.info("%s: no answer (%s); retrying in %.2fs", what, no_answer, pause)
+                yield from Sleep(pause)
+                continue
+            if response.is_success:
+                self._record(permit, failed=False)
+                return response
+            yield from Sleep(self._judge(response, what, permit, attempt))
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _judge(self, response: httpx2.Response, what: str, permit: Permit, attempt: int) -> float:
+        """Classify a non-2xx answer and tell the breaker: raise its error, or return
+        how long to wait before the next attempt."""
+        budget = self.retry
+        last = attempt == budget.max_attempts - 1
+        error: ProviderError = classify(response, what, self._scrub, self.request_id_header)
+        transient = isinstance(error, TransientProviderError)
+        reason = str(error).removeprefix(f"{what}: ")
+        self._record(permit, failed=transient, reason=reason)
+        if transient and self.breaker.state is not CircuitState.CLOSED:
+            # the id once, on the circuit's error, not inside its "last failure" too
+            unquoted = reason.removesuffix(with_request_id("", error.request_id))
+            raise self._circuit_open(what, unquoted, error.request_id) from error
+        if isinstance(error, RateLimited):
+            wait = parse_retry_after(response.headers.get("Retry-After"), self._clock.time())
+            error.retry_after = wait
+            if last or (wait is not None and wait > budget.max_retry_after):
+                raise error
+            pause = wait if wait is not None else budget.backoff(attempt)
+        elif transient and not last:
+            pause = budget.backoff(attempt)
+        else:
+            raise error
+        log.info("%s; retrying in %.2fs", error, pause)
+        return pause
+
+    def _admit(self, what: str) -> Permit:
+        permit = self.breaker.allow()
+        if permit is None:
+            raise self._circuit_open(what)
+        if permit.trial:
+            log.info("token endpoint circuit half-open: sending one trial request (%s)", what)
+        return permit
+
+    def _record(self, permit: Permit, *, failed: bool, reason: str = "") -> None:
+        if not failed:
+            if self.breaker.record_success(permit):
+                log.info("token endpoint circuit closed: %s answered again", self.url)
+        elif self.breaker.record_failure(permit):
+            log.warning(
+                "token endpoint circuit opened after %d consecutive failures; requests to "
+                "%s refused for %gs (last failure: %s)",
+                self.breaker.failures,
+                self.url,
+                self.breaker.current_cooldown,
+                reason or "unknown",
+            )
+
+    def _circuit_open(
+        self, what: str, reason: str | None = None, request_id: str | None = None
+    ) -> TransientProviderError:
+        breaker = self.breaker
+        if breaker.state is CircuitState.HALF_OPEN:
+            when = "a trial request is under way"
+        else:
+            when = f"retrying in {math.ceil(breaker.retry_in())}s"
+        message = f"{what}: circuit open after {breaker.failures} consecutive failures; {when}"
+        if reason:
+            message += f" (last failure: {reason})"
+        return TransientProviderError(message, status=None, request_id=request_id)
