@@ -93,6 +93,30 @@ class TestForwarded:
         assert sent.url.query == b"a=1&a=2"
         assert sent.method == "POST"
 
+    def test_the_callers_cookies_and_claimed_identity_stay_here(
+        self, api: Api, upstream: Upstream
+    ) -> None:
+        key = api.key("claims", scopes=("proxy",))
+        claims = [
+            ("Cookie", "session=abc"),
+            ("Forwarded", "for=1.2.3.4"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Port", "443"),
+            ("X-Real-IP", "1.2.3.4"),
+        ]
+        response = raw_request(
+            api.url,
+            proxy_path("apps/v1/instance"),
+            [("Authorization", f"Bearer {key}"), *claims, ("X-Kept", "yes")],
+        )
+        assert response.status == 200, response.body
+        (sent,) = upstream.requests
+        for name, _ in claims:
+            assert name.lower() not in sent.headers, name
+        assert sent.headers["x-kept"] == "yes"
+
     def test_hop_by_hop_headers_of_the_answer_stay_there(
         self, api: Api, upstream: Upstream
     ) -> None:

@@ -45,6 +45,15 @@ ESCAPES = {
     "non-ascii": "caf%C3%A9",
     "fullwidth-dots": "%EF%BC%8E%EF%BC%8E/token",
     "nothing": "",
+    # read as '..' by servers that drop ';' parameters (Tomcat, Jetty) or trim trailing
+    # dots and spaces (IIS)
+    "dot-dot-params": "a/..;/b",
+    "dot-dot-params-at-start": "..;/etc",
+    "encoded-dot-dot-params": "a/%2e%2e;x/b",
+    "encoded-semicolon": "a/%2e%2e%3b/b",
+    "dot-dot-space": "a/..%20/b",
+    "three-dots": "a/.../b",
+    "percent-u": "a/%u002e%u002e/b",
 }
 
 ALLOWED = {
@@ -55,6 +64,7 @@ ALLOWED = {
     "dots-in-names": "files/a.b/c..d/...e",
     "encoded-dot-in-name": "file%2Ejson",
     "tilde": "%7Euser",
+    "path-params": "a;b=1/c",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -172,3 +173,67 @@ def test_the_name_is_read_from_the_key_and_the_digest_is_sha256() -> None:
     assert name_of(key) == "my_app-key"
     assert name_of(key + " ") is None
     assert digest(key) == "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class _HeldRead:
+    """A store whose next installation read answers what it saw, once released: a slow
+    read that began before something changed."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+        self.hold = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def aget_installation(self, app_id: str, instance_id: str) -> object:
+        snapshot = await self.inner.aget_installation(app_id, instance_id)
+        if self.hold:
+            self.hold = False
+            self.reached.set()
+            await self.release.wait()
+        return snapshot
+
+
+class TestRevocationRaces:
+    async def test_a_read_that_began_before_a_revocation_does_not_cache_the_key_again(
+        self,
+    ) -> None:
+        clock = ManualClock(start=1000.0)
+        store = _HeldRead(store_from_url("memory://"))
+        keys = ServiceKeys(store, clock=clock, cache_ttl=2.0)  # type: ignore[arg-type]
+        key = keys.add("caller", ["default"], ["proxy"])
+        store.hold = True
+        in_flight = asyncio.create_task(keys.aauthenticate(key))
+        await asyncio.wait_for(store.reached.wait(), 5)
+        await keys.arevoke("caller")
+        assert await keys.aauthenticate(key) is None
+        store.release.set()
+        await in_flight  # it began before the revocation: its answer may be stale
+        for later in (0.5, 1.0, 1.9, 2.1):
+            clock.set(1000.0 + later)
+            assert await keys.aauthenticate(key) is None, later
+
+    async def test_a_cached_answer_is_dated_from_when_its_read_began(self) -> None:
+        clock = ManualClock(start=1000.0)
+        shared = store_from_url("memory://")
+
+        class Slow(_HeldRead):
+            async def aget_installation(self, app_id: str, instance_id: str) -> object:
+                found = await self.inner.aget_installation(app_id, instance_id)
+                if self.hold:
+                    clock.advance(1.5)  # this read takes 1.5 s
+                return found
+
+        slow = Slow(shared)
+        here = ServiceKeys(slow, clock=clock, cache_ttl=2.0)  # type: ignore[arg-type]
+        elsewhere = ServiceKeys(shared, clock=clock, cache_ttl=2.0)  # another process
+        key = elsewhere.add("caller", ["default"], ["proxy"])
+        slow.hold = True
+        assert await here.aauthenticate(key) is not None  # read from 1000.0 to 1001.5
+        slow.hold = False
+        elsewhere.revoke("caller")
+        clock.set(1002.1)  # 2.1 s after the read began, 0.6 s after it ended
+        assert await here.aauthenticate(key) is None

@@ -236,6 +236,9 @@ class ServiceKeys:
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
+        # Bumped by every add and revoke here: a store read that began before one does
+        # not put its (older) answer in the cache.
+        self._generation = 0
 
     def __repr__(self) -> str:
         return f"ServiceKeys(store={self.store.url!r}, cache_ttl={self.cache_ttl:g})"
@@ -336,9 +339,10 @@ class ServiceKeys:
             return None
         cached, found = self._cached(name)
         if not cached:
+            started, generation = self.clock.time(), self._generation
             record = yield from GetInstallation(KEYS_APP, name)
             found = ServiceKey.from_record(record) if record is not None else None
-            self._remember(name, found)
+            self._remember(name, found, started, generation)
         expected = found.digest if found is not None else _DUMMY
         matches = hmac.compare_digest(expected, digest(presented))
         if found is None or not matches or not found.active:
@@ -358,17 +362,24 @@ class ServiceKeys:
                 return False, None
             return True, entry[1]
 
-    def _remember(self, name: str, key: ServiceKey | None) -> None:
+    def _remember(
+        self, name: str, key: ServiceKey | None, started: float, generation: int
+    ) -> None:
+        """Cache what a read begun at ``started`` found, dated from then (so a revocation
+        elsewhere shows within ``cache_ttl``), unless a key changed here meanwhile."""
         if self.cache_ttl <= 0:
             return
         with self._lock:
+            if generation != self._generation:
+                return
             self._cache.pop(name, None)
             while len(self._cache) >= self._cache_size:
                 self._cache.popitem(last=False)
-            self._cache[name] = (self.clock.time(), key)
+            self._cache[name] = (started, key)
 
     def _forget(self, name: str) -> None:
         with self._lock:
+            self._generation += 1
             self._cache.pop(name, None)
 
 

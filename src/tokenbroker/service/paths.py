@@ -27,6 +27,7 @@ import httpx2
 
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _ENCODED_SEPARATOR: Final = re.compile(r"%(2f|5c)", re.IGNORECASE)
+_PERCENT_U: Final = re.compile(r"%u[0-9a-f]{4}", re.IGNORECASE)  # IIS's non-standard escape
 _PREFIX: Final = (b"", b"v1", b"apps", None, b"instances", None, b"wix")
 """The raw segments before ``{path}`` (``None``: the app name, the instance id)."""
 
@@ -49,14 +50,19 @@ def why_unsafe(path: str) -> str | None:
         return "an '@'"
     if _ENCODED_SEPARATOR.search(path):
         return "an encoded '/' or '\\'"
+    if _PERCENT_U.search(path):
+        return "a %u escape"
     segments = path.split("/")
     if ":" in segments[0]:
         return "an absolute URL"
     for position, segment in enumerate(segments):
         if not segment and position < len(segments) - 1:
             return "an empty segment ('//')"
-        if urllib.parse.unquote(segment) in (".", ".."):
-            return "a '.' or '..' segment"
+        # '..;x', '.. ', '...' are read as '..' by some servers (Tomcat and Jetty drop
+        # ';' path parameters, IIS trims trailing dots and spaces): refuse them all.
+        core = urllib.parse.unquote(segment).split(";", 1)[0].strip(" \t.")
+        if segment and not core:
+            return "a '.' or '..' segment (or one read as such)"
     return None
 
 

@@ -61,7 +61,23 @@ HOP_BY_HOP: Final = frozenset(
 )
 # Set by the proxy (Host, Authorization), recomputed from the body (Content-Length),
 # or answered by the server in front (Expect): never copied from the caller.
-_NOT_FORWARDED: Final = frozenset({b"host", b"authorization", b"content-length", b"expect"})
+# The caller's credentials and identity claims stay here: Wix sees tokenbroker calling
+# as the installation, not a client who says who it is.
+_NOT_FORWARDED: Final = frozenset(
+    {
+        b"host",
+        b"authorization",
+        b"content-length",
+        b"expect",
+        b"cookie",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-real-ip",
+    }
+)
 # uvicorn adds its own: a copy of Wix's would make two of each.
 _NOT_RETURNED: Final = frozenset({b"date", b"server"})
 _DECODED: Final = frozenset({b"content-encoding", b"content-length"})
