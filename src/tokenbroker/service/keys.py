@@ -362,9 +362,7 @@ class ServiceKeys:
                 return False, None
             return True, entry[1]
 
-    def _remember(
-        self, name: str, key: ServiceKey | None, started: float, generation: int
-    ) -> None:
+    def _remember(self, name: str, key: ServiceKey | None, started: float, generation: int) -> None:
         """Cache what a read begun at ``started`` found, dated from then (so a revocation
         elsewhere shows within ``cache_ttl``), unless a key changed here meanwhile."""
         if self.cache_ttl <= 0:
