@@ -11,12 +11,19 @@ The baseline is the same herd with no coordination at all, the way a naive cache
 misses: every thread POSTs to ``/oauth2/token`` itself (plain ``httpx2``), so 100
 requests reach the emulator.
 
+The Redis rows include a private 3-master Redis Cluster and a Sentinel group (a
+master, a replica, three sentinels), started on loopback ports for this benchmark
+from ``redis-server`` (the tests' ``redis_topologies`` module); without
+``redis-server`` their rows are skipped with a note.
+
 Each round uses a new instance id, so the store is cold for it while the worker
 processes (and their connections and tables) stay warm across rounds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import statistics
@@ -24,7 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
 import attrs
@@ -267,6 +276,15 @@ def run(config: Config) -> list[HerdTable]:
                     rows.append(_backend_row(emu, backend, rounds))
                 except Exception as error:  # one backend failing leaves the others' rows
                     notes.append(f"{backend.label} failed: {type(error).__name__}: {error}")
+            for label, kind in (
+                ("redis cluster (3 masters)", "cluster"),
+                ("redis sentinel", "sentinel"),
+            ):
+                try:
+                    with _topology(kind, Path(tmp) / kind) as url:
+                        rows.append(_herd_row(label, emu, "broker", url, rounds))
+                except Exception as error:  # no redis-server here, or it would not start
+                    notes.append(f"{label} skipped: {type(error).__name__}: {error}")
         errors = sum(len(x.errors) for r in rows for x in r.rounds)
     notes = [
         f"{PROCESSES} processes x {THREADS} threads, one cold instance per round, "
@@ -284,6 +302,27 @@ def run(config: Config) -> list[HerdTable]:
             notes=tuple(notes),
         )
     ]
+
+
+def _topologies() -> ModuleType:
+    """The tests' private-topology module, loaded by path (it needs only redis-py)."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "backends" / "redis_topologies.py"
+    spec = importlib.util.spec_from_file_location("redis_topologies", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path.name}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("redis_topologies", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def _topology(kind: str, workdir: Path) -> Iterator[str]:
+    """A private Redis Cluster or Sentinel group on loopback ports, as a store URL."""
+    topologies = _topologies()
+    topology = (topologies.RedisCluster if kind == "cluster" else topologies.SentinelGroup)(workdir)
+    with topology.running():
+        yield f"{topology.url}?key_prefix=tb_bench_herd_{os.urandom(4).hex()}:"
 
 
 def _backend_row(emu: WixEmulator, backend: Backend, rounds: int) -> HerdRow:

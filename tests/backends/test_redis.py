@@ -4,7 +4,8 @@ The conformance suite runs on it, sync and async (native redis.asyncio); the
 rest proves what only Redis has to prove: token keys that expire with the
 token, key prefixes and hash tags, processes racing for one lease, passwords
 that never reach a message, damaged values, and Sentinel/Cluster URLs (parsed
-and turned into clients here; no Sentinel or Cluster runs in this suite).
+and turned into clients here; real topologies run in test_redis_cluster.py and
+test_redis_sentinel.py).
 """
 
 from __future__ import annotations
@@ -810,7 +811,8 @@ class TestStandaloneUrls:
 
 
 class TestSentinelAndClusterUrls:
-    """Parsing and client construction only: no Sentinel or Cluster runs here."""
+    """Parsing and client construction only; real topologies: test_redis_cluster.py,
+    test_redis_sentinel.py."""
 
     def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db(self) -> None:
         target = parse_redis_url("redis+sentinel://:pw@s1:26379,s2:26380/mymaster/2")

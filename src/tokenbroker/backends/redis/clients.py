@@ -308,4 +308,7 @@ class Clients:
             raise self._bad_settings(error) from None
         closers.insert(0, client.aclose)
         scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
-        return AsyncPort(client, scripts, closers)
+        initialize = (
+            client.initialize if isinstance(client, redis.asyncio.cluster.RedisCluster) else None
+        )
+        return AsyncPort(client, scripts, closers, initialize)

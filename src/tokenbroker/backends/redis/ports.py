@@ -7,7 +7,8 @@ flows judge what they found.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import attrs
@@ -72,13 +73,31 @@ class SyncPort:
 
 @attrs.define
 class AsyncPort:
-    """An asyncio client as ``ops.AsyncCommands``, with what closes it."""
+    """An asyncio client as ``ops.AsyncCommands``, with what closes it.
+
+    ``initialize`` (a Cluster client's discovery) runs once, under a lock, before
+    the first command: redis.asyncio's RedisCluster discovers the cluster on its
+    first command, and tasks that send their first commands together each start
+    a discovery that closes the connections the others are opening (seen on a
+    real cluster: ``AttributeError: 'NoneType' object has no attribute
+    'writelines'`` from redis-py 8.1 under ``asyncio.gather``).
+    """
 
     client: AsyncClient
     scripts: dict[ScriptName, Any]
     closers: list[Callable[[], Any]] = attrs.field(factory=list)
+    initialize: Callable[[], Awaitable[Any]] | None = None
+    _initializing: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+
+    async def _initialize(self) -> None:
+        async with self._initializing:
+            if self.initialize is not None:
+                await self.initialize()
+                self.initialize = None
 
     async def get(self, key: str) -> Raw:
+        if self.initialize is not None:
+            await self._initialize()
         try:
             raw = cast("bytes | None", await self.client.get(key))
         except ResponseError as error:
@@ -88,19 +107,29 @@ class AsyncPort:
         return raw
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        if self.initialize is not None:
+            await self._initialize()
         return list(await self.client.mget(keys))  # type: ignore[arg-type]
 
     async def delete(self, key: str) -> int:
+        if self.initialize is not None:
+            await self._initialize()
         return int(await self.client.delete(key))
 
     async def set_nx_px(self, key: str, value: str, ttl_ms: int) -> bool:
+        if self.initialize is not None:
+            await self._initialize()
         return bool(await self.client.set(key, value, nx=True, px=ttl_ms))
 
     async def members_after(self, key: str, after: bytes | None, count: int) -> list[bytes]:
+        if self.initialize is not None:
+            await self._initialize()
         low = b"-" if after is None else b"(" + after
         return list(await self.client.zrangebylex(key, low, b"+", start=0, num=count))  # type: ignore[arg-type]
 
     async def script(self, name: ScriptName, keys: Sequence[str], args: Sequence[Any]) -> int:
+        if self.initialize is not None:
+            await self._initialize()
         return int(await self.scripts[name](keys=keys, args=args))
 
     async def aclose(self) -> None:
