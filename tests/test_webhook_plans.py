@@ -15,14 +15,21 @@ from click.testing import CliRunner
 
 from tokenbroker import InstallationStatus, TokenBroker
 from tokenbroker.cli import main
-from tokenbroker.testing.webhooks import make_key_pair, sign_webhook
+from tokenbroker.testing.webhooks import make_key_pair
+from tokenbroker.testing.webhooks import sign_webhook as _sign_webhook
 
 from .conftest import APP_ID, APP_SECRET
 from .webhook_helpers import HookLog, hook_log
 
 PRIVATE, PUBLIC = make_key_pair()
 INSTANCE = "inst-plan"
-NOW = int(time.time())
+NOW = int(time.time())  # once, at import: so these bodies are signed without an exp
+
+
+def sign_webhook(private_pem: str, **claims: Any) -> str:
+    """A body without ``exp``: NOW is fixed at import, and a slow run must not see the
+    bodies of its later tests expire (ordering is by ``iat``, which is what they test)."""
+    return _sign_webhook(private_pem, exp=None, **claims)
 
 
 @pytest.fixture

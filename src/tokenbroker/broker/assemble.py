@@ -135,6 +135,7 @@ def assemble(
         on_degraded=listeners.store_degraded,
         on_recovered=listeners.store_recovered,
         on_health_changed=health_changed,
+        app=app_id,
     )
     return Parts(
         app_id=app_id,

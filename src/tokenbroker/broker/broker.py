@@ -27,6 +27,7 @@ from .apps import WixApps
 from .assemble import assemble, settings_kwargs
 from .auth import DEFAULT_GRACE, BrokerAuth, RemintGuard, check_grace
 from .installations import Installations
+from .observe import report
 from .refresh import Refresher, RefreshReport, RefreshResult
 from .webhooks import WebhookOutcome, Webhooks
 
@@ -157,6 +158,7 @@ class TokenBroker:
         self.refresher = Refresher(
             engine=self._engine, installations=self.installations, clock=self.clock, key=self.key
         )
+        report(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -302,6 +304,7 @@ class TokenBroker:
     # -- lifecycle -----------------------------------------------------------------
     def close(self) -> None:
         """Close the provider's HTTP clients, and the store if the broker opened it."""
+        self._engine.settle_counts()
         self.provider.close()
         if self._owns_store:
             self.store.close()
@@ -309,6 +312,7 @@ class TokenBroker:
     async def aclose(self) -> None:
         """Close everything ``close`` does, plus this loop's clients and background refreshes."""
         await self._engine.aclose()
+        self._engine.settle_counts()
         await self.provider.aclose()
         if self._owns_store:
             await self.store.aclose()

@@ -38,6 +38,7 @@ from ..core.health import REMOVED
 from ..core.health_policy import is_remembered
 from ..core.ops import GetToken
 from ..core.policy import TokenState
+from ..core.tracing import span
 
 if TYPE_CHECKING:
     from ..core.health import InstallationHealth
@@ -229,6 +230,15 @@ class Refresher:
         """Refresh every active installation whose token is missing or expires within
         ``within`` seconds: ``concurrency`` worker threads on the sync path."""
         _check(within, concurrency)
+        with span("tokenbroker.bulk_refresh", app=self._installations.app_id) as current:
+            report = self._refresh_due(within, concurrency, progress, on_start)
+            current.set_attribute("refreshed", len(report.refreshed))
+            current.set_attribute("failed", len(report.failed))
+        return report
+
+    def _refresh_due(
+        self, within: float, concurrency: int, progress: Progress | None, on_start: Start | None
+    ) -> RefreshReport:
         started = time.monotonic()
         ids = [(i.instance_id, health) for i, health in self._installations.list_with_health()]
         if on_start is not None:
@@ -261,6 +271,15 @@ class Refresher:
     ) -> RefreshReport:
         """The async twin: ``concurrency`` tasks on the async path."""
         _check(within, concurrency)
+        with span("tokenbroker.bulk_refresh", app=self._installations.app_id) as current:
+            report = await self._arefresh_due(within, concurrency, progress, on_start)
+            current.set_attribute("refreshed", len(report.refreshed))
+            current.set_attribute("failed", len(report.failed))
+        return report
+
+    async def _arefresh_due(
+        self, within: float, concurrency: int, progress: Progress | None, on_start: Start | None
+    ) -> RefreshReport:
         started = time.monotonic()
         installations = await self._installations.alist_with_health()
         if on_start is not None:

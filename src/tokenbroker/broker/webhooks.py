@@ -24,9 +24,12 @@ import attrs
 
 from ..core.errors import ConfigError
 from ..core.flow import Flow, run_async, run_sync
+from ..core.metrics import WEBHOOKS
 from ..core.ops import GetInstallation, PutInstallation
 from ..core.protocols import Broker
+from ..core.tracing import span
 from ..plugins.calls import call_hook
+from ..wix.errors import WebhookRejected
 from ..wix.webhooks import plans, records
 from ..wix.webhooks.dedup import DEDUP_TTL, DEFAULT_CACHE_SIZE, Claim, Deduplicator, delivery_id
 from ..wix.webhooks.events import PlanEvent, WebhookEvent
@@ -134,9 +137,17 @@ class Webhooks:
         ``outcome.hooks`` for the caller to run after answering Wix.
         """
         raw = body.encode() if isinstance(body, str) else body
-        event = self.verifier.verify(raw)
-        news, held = run_sync(self._handle_flow(event, raw), self._installations)
-        outcome = self._outcome(event, news, held)
+        with span("tokenbroker.webhook", app=self.app_id) as current:
+            event = self._verified(raw)
+            current.set_attribute("event_type", event.event_type)
+            current.set_attribute("instance", event.instance_id)
+            try:
+                news, held = run_sync(self._handle_flow(event, raw), self._installations)
+            except Exception:
+                self._count(event.event_type, "error")
+                raise
+            outcome = self._outcome(event, news, held)
+            current.set_attribute("outcome", self._counted(outcome))
         if defer_hooks:
             return outcome
         return self._ran(outcome, outcome.run_hooks())
@@ -144,13 +155,39 @@ class Webhooks:
     async def ahandle(self, body: bytes | str, *, defer_hooks: bool = False) -> WebhookOutcome:
         """The async twin of ``handle``; hooks run in a worker thread unless deferred."""
         raw = body.encode() if isinstance(body, str) else body
-        event = self.verifier.verify(raw)
-        news, held = await run_async(self._handle_flow(event, raw), self._installations)
-        outcome = self._outcome(event, news, held)
+        with span("tokenbroker.webhook", app=self.app_id) as current:
+            event = self._verified(raw)
+            current.set_attribute("event_type", event.event_type)
+            current.set_attribute("instance", event.instance_id)
+            try:
+                news, held = await run_async(self._handle_flow(event, raw), self._installations)
+            except Exception:
+                self._count(event.event_type, "error")
+                raise
+            outcome = self._outcome(event, news, held)
+            current.set_attribute("outcome", self._counted(outcome))
         if defer_hooks:
             return outcome
         failed = await asyncio.to_thread(outcome.run_hooks)  # hooks are sync and may block
         return self._ran(outcome, failed)
+
+    # -- what it reports (tokenbroker_webhooks_total) ---------------------------------------
+    def _count(self, event_type: str, outcome: str) -> None:
+        WEBHOOKS.inc((self.app_id, event_type, outcome))
+
+    def _verified(self, raw: bytes) -> WebhookEvent:
+        try:
+            return self.verifier.verify(raw)
+        except WebhookRejected:
+            # unverified: its event type is not to be trusted (nor to become a label)
+            self._count("unknown", "rejected")
+            raise
+
+    def _counted(self, outcome: WebhookOutcome) -> str:
+        """Count a handled webhook; return its outcome label."""
+        label = "accepted" if outcome.news else "duplicate" if outcome.duplicate else "stale"
+        self._count(outcome.event.event_type, label)
+        return label
 
     # -- flows ----------------------------------------------------------------------------
     def _handle_flow(self, event: WebhookEvent, body: bytes) -> Flow[tuple[bool, Claim | None]]:

@@ -89,6 +89,19 @@ MIB: Final = 1024 * 1024
     show_default=True,
     help="Connections served at once; a request on one more is answered 503.",
 )
+@click.option(
+    "--no-metrics",
+    is_flag=True,
+    help="Leave GET /metrics (Prometheus; unauthenticated, no secrets) out.",
+)
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve GET /metrics on its own listener on 127.0.0.1:PORT (and not on the "
+    "main one): keeps the unauthenticated metrics off a public address.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -104,16 +117,25 @@ def serve(
     receipt_timeout: float,
     timeout_keep_alive: int,
     limit_concurrency: int,
+    no_metrics: bool,
+    metrics_port: int | None,
 ) -> None:
     """Run the service with uvicorn: POST /webhooks/wix/{name} (and /webhooks/wix
     for one app), GET /healthz; with --token-api, GET /v1/apps/{name}/instances/{id}/token,
-    ANY /v1/apps/{name}/instances/{id}/wix/{path} and GET /v1/openapi.json."""
+    ANY /v1/apps/{name}/instances/{id}/wix/{path} and GET /v1/openapi.json; GET /metrics
+    unless --no-metrics (on its own loopback listener with --metrics-port)."""
     if uds is not None:
         for option in ("host", "port"):
             if ctx.get_parameter_source(option) is not ParameterSource.DEFAULT:
                 raise click.UsageError(f"--uds and --{option} exclude each other")
     if no_proxy and not token_api:
         raise click.UsageError("--no-proxy needs --token-api")
+    if no_metrics and metrics_port is not None:
+        raise click.UsageError("--no-metrics and --metrics-port exclude each other")
+    if not no_metrics:
+        from ..service import require  # noqa: PLC0415 - the server extra
+
+        require("prometheus_client", "tokenbroker serve's /metrics (or give --no-metrics)")
     from ..service.app import check_webhooks, create_app  # noqa: PLC0415 - the server extra
     from ..service.keys import ServiceKeys  # noqa: PLC0415
     from ..service.server import run  # noqa: PLC0415
@@ -135,6 +157,8 @@ def serve(
                 keys=keys,
                 proxy_max_body=proxy_max_body,
                 key_concurrency=key_concurrency,
+                # on the main listener unless it has one of its own
+                metrics=not no_metrics and metrics_port is None,
             ),
             host=host,
             port=port,
@@ -143,6 +167,7 @@ def serve(
             receipt_timeout=receipt_timeout,
             timeout_keep_alive=timeout_keep_alive,
             limit_concurrency=limit_concurrency,
+            metrics_port=metrics_port,
         )
     finally:
         brokers.close()

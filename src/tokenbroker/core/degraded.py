@@ -33,8 +33,10 @@ class StoreHealth:
         degrade: bool,
         on_degraded: Callable[[str, BaseException], None],
         on_recovered: Callable[[str], None],
+        app: str = "",
     ) -> None:
         self.url = url
+        self.app = app
         self.degrade = degrade
         self.on_degraded = on_degraded
         self.on_recovered = on_recovered
@@ -61,11 +63,16 @@ class StoreHealth:
                 "directly until it is back: %s",
                 self.url,
                 exc,
+                extra={"app": self.app, "outcome": "degraded"},
             )
             self.on_degraded(self.url, exc)
 
     def recovered(self) -> None:
         if self.error is not None:
             self.error = None
-            log.warning("store %s reachable again; leaving degraded mode", self.url)
+            log.warning(
+                "store %s reachable again; leaving degraded mode",
+                self.url,
+                extra={"app": self.app, "outcome": "recovered"},
+            )
             self.on_recovered(self.url)

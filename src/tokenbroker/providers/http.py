@@ -18,12 +18,15 @@ import, and is bound to Wix's error classifier, request-id header and wording;
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import math
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Final
 
 import attrs
@@ -34,6 +37,7 @@ from ..core.clock import Clock
 from ..core.errors import ProviderError, RateLimited, TransientProviderError, with_request_id
 from ..core.flow import Flow, Op, Sleep
 from ..core.loops import on_loop_close
+from ..core.metrics import CURRENT_APP, PROVIDER_DURATION, PROVIDER_REQUESTS, status_class
 from ..core.retry import RetryBudget, parse_retry_after
 from .errors import classify
 
@@ -41,6 +45,10 @@ log = logging.getLogger("tokenbroker.oauth2")
 
 USER_AGENT: Final = "tokenbroker/0.1 (+https://pypi.org/project/tokenbroker)"
 _NO_ANSWER: Final = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+# What the first async request would otherwise import on the event loop (httpcore2 and
+# anyio pick their backends lazily; seen in their source). The same list as in
+# ``tokenbroker.wix.http``, which this layer may not import.
+_ASYNC_BACKEND_MODULES: Final = ("anyio._backends._asyncio", "httpcore2._backends.anyio")
 
 
 @attrs.frozen
@@ -53,6 +61,7 @@ class Send(Op[httpx2.Response]):
         return port.client.send(self.request)
 
     async def arun(self, port: TokenEndpoint) -> httpx2.Response:
+        await port.aready()
         return await port.aclient.send(self.request)
 
 
@@ -74,8 +83,11 @@ class TokenEndpoint:
         transport: httpx2.BaseTransport | httpx2.AsyncBaseTransport | None,
         scrub: Callable[[str], str],
         request_id_header: str,
+        app: str | None = None,
     ) -> None:
         self.url = url
+        self.app = app
+        """The app labelling the request metrics (``None``: the token path's app, if any)."""
         self.retry = retry
         self.breaker = breaker
         self.request_id_header = request_id_header
@@ -90,8 +102,24 @@ class TokenEndpoint:
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient]
         self._aclients = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self._ready = False
 
     # -- clients ----------------------------------------------------------------
+    def prepare(self) -> None:
+        """Build what the clients need (the TLS context, the async backend's modules):
+        tens of milliseconds that must not be spent on an event loop."""
+        if self._transport is None:
+            self._ssl_context()
+        for name in _ASYNC_BACKEND_MODULES:
+            with suppress(ImportError):
+                importlib.import_module(name)
+        self._ready = True
+
+    async def aready(self) -> None:
+        """``prepare`` in a worker thread, the first time: the loop keeps running."""
+        if not self._ready:
+            await asyncio.to_thread(self.prepare)
+
     def _ssl_context(self) -> ssl.SSLContext:
         with self._lock:
             if self._ssl is None:
@@ -155,6 +183,7 @@ class TokenEndpoint:
         for attempt in range(budget.max_attempts):
             last = attempt == budget.max_attempts - 1
             permit = self._admit(what)
+            started = time.perf_counter()
             try:
                 response: httpx2.Response | None = yield from Send(request)
             except _NO_ANSWER as exc:
@@ -162,6 +191,7 @@ class TokenEndpoint:
             except BaseException:
                 self.breaker.release(permit)  # cancelled, or failed on our side: no verdict
                 raise
+            self._measure(request, response, time.perf_counter() - started)
             if response is None:
                 reason = f"no answer: {no_answer}"
                 self._record(permit, failed=True, reason=reason)
@@ -180,6 +210,18 @@ class TokenEndpoint:
                 return response
             yield from Sleep(self._judge(response, what, permit, attempt))
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _app_label(self) -> str:
+        return self.app if self.app is not None else CURRENT_APP.get()
+
+    def _measure(
+        self, request: httpx2.Request, response: httpx2.Response | None, duration: float
+    ) -> None:
+        """Count one attempt by the endpoint's path (a configured URL: bounded)."""
+        app = self._app_label()
+        status = None if response is None else response.status_code
+        PROVIDER_REQUESTS.inc((app, request.url.path, status_class(status)))
+        PROVIDER_DURATION.observe((app, request.url.path), duration)
 
     def _judge(self, response: httpx2.Response, what: str, permit: Permit, attempt: int) -> float:
         """Classify a non-2xx answer and tell the breaker: raise its error, or return
@@ -218,7 +260,11 @@ class TokenEndpoint:
     def _record(self, permit: Permit, *, failed: bool, reason: str = "") -> None:
         if not failed:
             if self.breaker.record_success(permit):
-                log.info("token endpoint circuit closed: %s answered again", self.url)
+                log.info(
+                    "token endpoint circuit closed: %s answered again",
+                    self.url,
+                    extra={"app": self._app_label(), "outcome": "breaker_closed"},
+                )
         elif self.breaker.record_failure(permit):
             log.warning(
                 "token endpoint circuit opened after %d consecutive failures; requests to "
@@ -227,6 +273,7 @@ class TokenEndpoint:
                 self.url,
                 self.breaker.current_cooldown,
                 reason or "unknown",
+                extra={"app": self._app_label(), "outcome": "breaker_open"},
             )
 
     def _circuit_open(

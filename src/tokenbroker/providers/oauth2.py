@@ -124,6 +124,7 @@ class OAuth2Provider:
             transport=config.transport,
             scrub=self._scrub,
             request_id_header=options.request_id_header,
+            app=config.app_id,
         )
         self._what = f"OAuth 2.0 token request to {httpx2.URL(options.token_url).host}"
         self.credentials = CircuitBreaker(

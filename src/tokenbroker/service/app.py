@@ -5,7 +5,9 @@ Always:
 * ``POST /webhooks/wix/{name}``: Wix's webhooks for the app ``name``, verified and
   recorded before the answer (see ``tokenbroker.service.webhooks``);
   ``POST /webhooks/wix`` is the same when one app is served;
-* ``GET /healthz``: whether the store answers.
+* ``GET /healthz``: whether the store answers;
+* ``GET /metrics``: Prometheus metrics (``tokenbroker.service.metrics``; unauthenticated,
+  carries no secrets; ``metrics=False`` leaves it out), when prometheus-client is installed.
 
 With ``token_api=True`` (``tokenbroker serve --token-api``), for callers holding a
 service key (``tokenbroker.service.keys``):
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping
@@ -90,6 +93,7 @@ def create_app(
     proxy_timeout: float = DEFAULT_TIMEOUT,
     proxy_transport: httpx2.AsyncBaseTransport | None = None,
     retry_setup_every: float = RETRY_SETUP_EVERY,
+    metrics: bool | None = None,
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -104,7 +108,9 @@ def create_app(
     proxied one (413 beyond), ``key_concurrency`` the proxied calls in flight per key
     (429 beyond); ``proxy_timeout`` is the proxy's timeout for Wix, and
     ``proxy_transport`` an ``httpx2`` transport for it (tests use
-    ``httpx2.MockTransport``). A bad option is a ``ConfigError``, here.
+    ``httpx2.MockTransport``). ``metrics`` serves ``GET /metrics`` (default: when
+    prometheus-client is installed; ``True`` without it is a ``ConfigError``). A bad
+    option is a ``ConfigError``, here.
     """
     if proxy is None:
         proxy = token_api
@@ -139,6 +145,16 @@ def create_app(
         Route(ROUTE + "/{name}", named_app_route(served, max_body_bytes), methods=["POST"]),
         Route("/healthz", service.healthz, methods=["GET"]),
     ]
+    has_client = importlib.util.find_spec("prometheus_client") is not None
+    if metrics and not has_client:
+        raise ConfigError(
+            "/metrics needs prometheus-client; install it with: pip install 'tokenbroker[server]'"
+        )
+    if metrics or (metrics is None and has_client):
+        from .metrics import ROUTE as METRICS_ROUTE  # noqa: PLC0415 - prometheus-client
+        from .metrics import metrics_route  # noqa: PLC0415
+
+        routes.append(Route(METRICS_ROUTE, metrics_route, methods=["GET"]))
     if token_api:
         routes += [
             Route(openapi.TOKEN_ROUTE, service.token, methods=["GET"]),

@@ -229,11 +229,14 @@ def run(
     timeout_keep_alive: int,
     limit_concurrency: int,
     uds: str | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Serve ``app`` until interrupted: at most ``limit_concurrency`` connections are
     served (a request on one more gets 503), each request must arrive within
     ``receipt_timeout`` seconds, and an idle connection lasts ``timeout_keep_alive``.
-    With ``uds``, on that Unix socket (mode 0660) instead of ``host`` and ``port``."""
+    With ``uds``, on that Unix socket (mode 0660) instead of ``host`` and ``port``.
+    With ``metrics_port``, ``GET /metrics`` is also served on its own listener on
+    127.0.0.1 at that port (see ``serve_with_metrics``)."""
     options: dict[str, Any] = {
         "http": receipt_deadline_protocol(receipt_timeout),
         "ws": "none",  # the service has no WebSocket routes
@@ -244,8 +247,77 @@ def run(
         # reach its limit: one more makes ours mean "N connections are served"
         "limit_concurrency": limit_concurrency + 1,
     }
+    if metrics_port is not None:
+        with contextlib.ExitStack() as stack:
+            where: dict[str, Any] = {"host": host, "port": port}
+            if uds is not None:
+                where = {"fd": stack.enter_context(unix_socket(uds)).fileno()}
+            metrics = stack.enter_context(metrics_socket(metrics_port))
+            serve_with_metrics(Config(app, **where, **options), metrics, log_level)
+        return
     if uds is None:
         uvicorn.run(app, host=host, port=port, **options)
         return
     with unix_socket(uds) as sock:
         uvicorn.run(app, fd=sock.fileno(), **options)
+
+
+METRICS_HOST: Final = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def metrics_socket(port: int) -> Iterator[socket.socket]:
+    """A listening socket on loopback for the metrics-only listener (bound now, so a
+    port in use is a ``ConfigError`` before anything starts)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((METRICS_HOST, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen for metrics on {METRICS_HOST}:{port}: {exc.strerror}"
+        ) from None
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+class _Sidecar(uvicorn.Server):
+    """A uvicorn server that leaves the signals to the main one (which stops it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve_with_metrics(config: Config, metrics: socket.socket, log_level: str) -> None:
+    """Run the main server and, beside it on the same loop, a metrics-only one on
+    ``metrics`` (a bound socket): stopping the main server stops both."""
+    from .metrics import metrics_app  # noqa: PLC0415 - prometheus-client, asked for
+
+    sidecar = _Sidecar(
+        Config(
+            metrics_app(),
+            fd=metrics.fileno(),
+            lifespan="off",
+            ws="none",
+            log_level=log_level,
+            log_config=None,  # the main server's logging setup holds for both
+            access_log=False,
+            limit_concurrency=16,
+        )
+    )
+    main = uvicorn.Server(config)
+
+    async def both() -> None:
+        side = asyncio.create_task(sidecar.serve())
+        try:
+            await main.serve()
+        finally:
+            sidecar.should_exit = True
+            await side
+
+    asyncio.run(both())

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..core.clock import to_datetime
 from ..core.errors import ConfigError, TokenBrokerError
+from ..core.metrics import TOKEN_API_REQUESTS
 from ..core.token import Token, validate_id
 from .apps import Served
 from .callers import authorize
@@ -58,13 +59,26 @@ def bad_instance(request: Request, instance_id: str, key: str) -> JSONResponse |
 
 
 async def read_token(request: Request, served: Served) -> Response:
-    """The endpoint (see the module)."""
+    """The endpoint (see the module), counted in ``tokenbroker_token_api_requests_total``:
+    ``app`` is the app asked for when it is served (else ``unknown``: the path must not
+    grow the label set), ``key`` the service key's name (empty before it is known),
+    ``outcome`` ``ok`` or the status answered."""
     name = request.path_params["name"]
+    holder: list[str] = [""]
+    response = await _read_token(request, served, name, holder)
+    app = name if served.get(name) is not None else "unknown"
+    outcome = "ok" if response.status_code == 200 else str(response.status_code)
+    TOKEN_API_REQUESTS.inc((app, holder[0], outcome))
+    return response
+
+
+async def _read_token(request: Request, served: Served, name: str, holder: list[str]) -> Response:
     instance_id = request.path_params["instance_id"]
     assert served.keys is not None  # set when the token API is on
     key = await authorize(request, served.keys, scope=TOKEN, app=name)
     if isinstance(key, Response):
         return key
+    holder[0] = key.name
     broker = served.get(name)
     if broker is None:
         return await unknown_app(request, name, key.name)

@@ -30,10 +30,12 @@ retried is logged at INFO with it, and so is the failure that opens the circuit.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import math
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from contextlib import suppress
@@ -48,6 +50,7 @@ from ..core.clock import Clock
 from ..core.errors import ProviderError, RateLimited, TransientProviderError, with_request_id
 from ..core.flow import Flow, Op, Sleep
 from ..core.loops import on_loop_close
+from ..core.metrics import CURRENT_APP, PROVIDER_DURATION, PROVIDER_REQUESTS, status_class
 from ..core.retry import RetryBudget, parse_retry_after
 from .errors import DEFAULT_RULES, NotInstalledRules, classify, request_id_of
 from .facts import USER_AGENT
@@ -55,6 +58,19 @@ from .facts import USER_AGENT
 log = logging.getLogger("tokenbroker.wix")
 
 _NO_ANSWER: Final = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+
+# What the first async request would otherwise import on the event loop: httpcore2
+# picks its anyio backend lazily, and anyio imports its asyncio backend on first use
+# (seen in httpcore2's and anyio's source: tens of milliseconds, once per process).
+_ASYNC_BACKEND_MODULES: Final = ("anyio._backends._asyncio", "httpcore2._backends.anyio")
+
+
+def warm_async_backend() -> None:
+    """Import the async HTTP backend now (off the loop), not during the first request."""
+    for name in _ASYNC_BACKEND_MODULES:
+        with suppress(ImportError):
+            importlib.import_module(name)
+
 
 # The trial permit a half-open breaker gave to the request now being sent in this
 # context. Sending a BI event or an instance lookup runs the caller's auth, which
@@ -84,6 +100,10 @@ class Send(Op[httpx2.Response]):
         return port.client.send(self.request, auth=self.auth)
 
     async def arun(self, port: HttpPort) -> httpx2.Response:
+        # a port that builds its TLS context off the loop first (``WixHttp.aready``)
+        ready = getattr(port, "aready", None)
+        if ready is not None:
+            await ready()
         return await port.aclient.send(self.request, auth=self.auth)
 
 
@@ -105,8 +125,11 @@ class WixHttp:
         transport: httpx2.BaseTransport | httpx2.AsyncBaseTransport | None,
         scrub: Callable[[str], str],
         not_installed: NotInstalledRules = DEFAULT_RULES,
+        app: str | None = None,
     ) -> None:
         self.api_url = api_url
+        self.app = app
+        """The app labelling the request metrics (``None``: the token path's app, if any)."""
         self.not_installed = not_installed
         """What reads as "not installed" in an error answer (see ``NotInstalledRules``)."""
         self.retry = retry
@@ -123,8 +146,22 @@ class WixHttp:
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        self._ready = False
 
     # -- clients --------------------------------------------------------------
+    def prepare(self) -> None:
+        """Build what the clients need (the TLS context, the async backend's modules):
+        tens of milliseconds that must not be spent on an event loop."""
+        if self._transport is None:
+            self._ssl_context()
+        warm_async_backend()
+        self._ready = True
+
+    async def aready(self) -> None:
+        """``prepare`` in a worker thread, the first time: the loop keeps running."""
+        if not self._ready:
+            await asyncio.to_thread(self.prepare)
+
     def _ssl_context(self) -> ssl.SSLContext:
         """One TLS context for every client: building one costs tens of
         milliseconds, which a new event loop per call would pay each time."""
@@ -201,6 +238,7 @@ class WixHttp:
             last = attempt == budget.max_attempts - 1
             permit = self._admit(what)
             scope = _TRIAL.set((breaker, permit)) if permit.trial else None
+            started = time.perf_counter()
             try:
                 response: httpx2.Response | None = yield from Send(request, auth)
             except _NO_ANSWER as exc:
@@ -212,6 +250,7 @@ class WixHttp:
                 if scope is not None:
                     with suppress(ValueError):  # closed from another context: nothing to undo
                         _TRIAL.reset(scope)
+            self._measure(request, response, time.perf_counter() - started)
             if response is None:
                 self._record(permit, failed=True, last_failure=f"no answer: {no_answer}")
                 if breaker.state is not CircuitState.CLOSED:
@@ -230,6 +269,17 @@ class WixHttp:
                 return response
             yield from Sleep(self._judge(response, what, permit, attempt))
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _measure(
+        self, request: httpx2.Request, response: httpx2.Response | None, duration: float
+    ) -> None:
+        """Count one attempt: ``endpoint`` is the URL's path (Wix's API paths carry no
+        instance id: assumed from the endpoints tokenbroker calls)."""
+        app = self._app_label()
+        endpoint = request.url.path
+        status = None if response is None else response.status_code
+        PROVIDER_REQUESTS.inc((app, endpoint, status_class(status)))
+        PROVIDER_DURATION.observe((app, endpoint), duration)
 
     def _judge(self, response: httpx2.Response, what: str, permit: Permit, attempt: int) -> float:
         """Classify a non-2xx answer and tell the breaker: raise its error, or return
@@ -281,9 +331,17 @@ class WixHttp:
                     self.api_url,
                     breaker.current_cooldown,
                     last_failure or "unknown",
+                    extra={"app": self._app_label(), "outcome": "breaker_open"},
                 )
         elif breaker.record_success(permit):
-            log.info("Wix API circuit closed: %s answered again", self.api_url)
+            log.info(
+                "Wix API circuit closed: %s answered again",
+                self.api_url,
+                extra={"app": self._app_label(), "outcome": "breaker_closed"},
+            )
+
+    def _app_label(self) -> str:
+        return self.app if self.app is not None else CURRENT_APP.get()
 
     def _circuit_open(
         self, what: str, reason: str | None = None, request_id: str | None = None

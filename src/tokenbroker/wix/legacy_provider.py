@@ -123,6 +123,10 @@ class LegacyProvider(WixProvider):
         tried once more with the stored one), each within its retry budget."""
         return 2 * self.http.max_call_seconds
 
+    async def aready(self) -> None:
+        """Build the HTTP clients' TLS context off the loop (it is its own HTTP port)."""
+        await self.http.aready()
+
     @property
     def unsaved(self) -> int:
         """Refresh tokens this process holds because the store could not take them."""

@@ -78,6 +78,7 @@ class WixProvider:
             transport=config.transport,
             scrub=self._scrub,
             not_installed=rules,
+            app=config.app_id,
         )
         self.credentials = CircuitBreaker(
             failure_threshold=CREDENTIAL_REFUSALS, cooldown=60.0, clock=config.clock
