@@ -92,5 +92,5 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; e.g. ``nox -s bench -- --quick``."""
-    session.install(".[all]")
+    session.install(".[all]", *group("bench"))
     session.run("python", "bench/run.py", *session.posargs)

@@ -137,3 +137,13 @@ def test_without_the_api_a_span_is_the_shared_no_op(
     _EXPORTER.clear()
     memory_broker.token(INSTANCE)
     assert _EXPORTER.get_finished_spans() == ()
+
+
+def test_with_the_api_but_no_sdk_a_span_is_the_shared_no_op(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No SDK configured: OpenTelemetry's proxy provider would record nothing, at a cost.
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    assert tracing.span("tokenbroker.fetch", app="a") is tracing.NO_SPAN
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
+    assert tracing.span("tokenbroker.fetch", app="a") is tracing.NO_SPAN

@@ -77,6 +77,15 @@ def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
     On an exception the span records it (OpenTelemetry's default) and gets an
     ``outcome`` attribute naming the error class.
     """
-    if _trace is None:
+    if _trace is None or not _recording():
         return NO_SPAN
     return _real_span(name, {k: v for k, v in attributes.items() if v is not None})
+
+
+def _recording() -> bool:
+    """Whether an SDK is configured: with the API alone, the global provider is still
+    OpenTelemetry's proxy (or its no-op), whose spans record nothing but still cost a
+    context switch each; skipping them keeps the slow path as cheap as without it."""
+    assert _trace is not None
+    provider = _trace.get_tracer_provider()
+    return not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
