@@ -13,6 +13,8 @@ import random
 
 import attrs
 
+from .errors import ProviderError, RateLimited, TransientProviderError
+
 
 @attrs.frozen
 class RetryBudget:
@@ -35,6 +37,26 @@ class RetryBudget:
     def backoff(self, attempt: int) -> float:
         """Full jitter (AWS architecture blog): uniform in [0, base * 2**attempt]."""
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))  # noqa: S311
+
+    def pause_after(
+        self, error: ProviderError, retry_after: str | None, attempt: int, now: float
+    ) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` after ``error``, or raise it.
+
+        A 429 waits its ``Retry-After`` (set on the error) when that is at most
+        ``max_retry_after``, else the backoff; a transient error waits the backoff;
+        anything else, or the last attempt, raises ``error``.
+        """
+        last = attempt == self.max_attempts - 1
+        if isinstance(error, RateLimited):
+            wait = parse_retry_after(retry_after, now)
+            error.retry_after = wait
+            if last or (wait is not None and wait > self.max_retry_after):
+                raise error
+            return wait if wait is not None else self.backoff(attempt)
+        if isinstance(error, TransientProviderError) and not last:
+            return self.backoff(attempt)
+        raise error
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

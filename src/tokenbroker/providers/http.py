@@ -34,11 +34,11 @@ import httpx2
 
 from ..core.breaker import CircuitBreaker, CircuitState, Permit
 from ..core.clock import Clock
-from ..core.errors import ProviderError, RateLimited, TransientProviderError, with_request_id
+from ..core.errors import ProviderError, TransientProviderError, with_request_id
 from ..core.flow import Flow, Op, Sleep
 from ..core.loops import on_loop_close
 from ..core.metrics import CURRENT_APP, PROVIDER_DURATION, PROVIDER_REQUESTS, status_class
-from ..core.retry import RetryBudget, parse_retry_after
+from ..core.retry import RetryBudget
 from .errors import classify
 
 log = logging.getLogger("tokenbroker.oauth2")
@@ -226,8 +226,6 @@ class TokenEndpoint:
     def _judge(self, response: httpx2.Response, what: str, permit: Permit, attempt: int) -> float:
         """Classify a non-2xx answer and tell the breaker: raise its error, or return
         how long to wait before the next attempt."""
-        budget = self.retry
-        last = attempt == budget.max_attempts - 1
         error: ProviderError = classify(response, what, self._scrub, self.request_id_header)
         transient = isinstance(error, TransientProviderError)
         reason = str(error).removeprefix(f"{what}: ")
@@ -236,16 +234,9 @@ class TokenEndpoint:
             # the id once, on the circuit's error, not inside its "last failure" too
             unquoted = reason.removesuffix(with_request_id("", error.request_id))
             raise self._circuit_open(what, unquoted, error.request_id) from error
-        if isinstance(error, RateLimited):
-            wait = parse_retry_after(response.headers.get("Retry-After"), self._clock.time())
-            error.retry_after = wait
-            if last or (wait is not None and wait > budget.max_retry_after):
-                raise error
-            pause = wait if wait is not None else budget.backoff(attempt)
-        elif transient and not last:
-            pause = budget.backoff(attempt)
-        else:
-            raise error
+        pause = self.retry.pause_after(
+            error, response.headers.get("Retry-After"), attempt, self._clock.time()
+        )
         log.info("%s; retrying in %.2fs", error, pause)
         return pause
 
