@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -135,11 +136,20 @@ def create_tables(tx: Transactions, tables: Tables) -> None:
             missing = _missing(tx, tables)
             if missing == []:
                 return
-            if missing is None or attempt == _CREATE_ATTEMPTS:
+            # SQLite answers "database is locked" at once, without its busy wait, in a
+            # few races of processes opening a new file together (the switch to WAL among
+            # them): a race like the others, so it is tried again too.
+            if attempt == _CREATE_ATTEMPTS or (missing is None and not _locked(error)):
                 raise tx.storage_error("creating tables", error) from None
             log.debug("creating tables in %s raced another process; again", tx.url)
+            time.sleep(0.05 * attempt)
         except (exc.SQLAlchemyError, OSError) as error:
             raise tx.storage_error("creating tables", error) from None
+
+
+def _locked(error: exc.DBAPIError) -> bool:
+    """Whether ``error`` is SQLite's "database is locked"."""
+    return "database is locked" in str(error.orig)
 
 
 def _missing(tx: Transactions, tables: Tables) -> list[str] | None:
