@@ -402,8 +402,11 @@ def _lease_seconds_left(broker: TokenBroker, key: Any) -> float:
         table = f"{store.table_prefix}leases"
         with engine.connect() as conn:
             row = conn.execute(
-                sa.text(f"SELECT expires_at FROM {table} WHERE instance_id = :i"),
-                {"i": key.instance_id},
+                sa.text(
+                    f"SELECT expires_at FROM {table} "
+                    "WHERE provider = :p AND app_id = :a AND instance_id = :i"
+                ),
+                {"p": key.provider, "a": key.app_id, "i": key.instance_id},
             ).one()
         engine.dispose()
         return float(row[0]) / 1_000_000 - time.time()

@@ -108,6 +108,24 @@ class TestMemorySweep:
         assert len(store._leases) <= LEASE_SWEEP_MIN + 1
         assert store.release_lease(guard) is True
 
+    def test_released_leases_keep_their_fence_until_a_sweep_and_stay_bounded(self) -> None:
+        clock = ManualClock(start=START)
+        store = MemoryStore(clock=clock)
+        key = unique_key("kept")
+        first = store.acquire_lease(key, 60)
+        assert first is not None
+        assert store.release_lease(first) is True
+        assert len(store._leases) == 1  # free, but remembered for its fence
+        second = store.acquire_lease(key, 60)
+        assert second is not None
+        assert second.fence > first.fence
+        assert store.release_lease(second) is True
+        for _ in range(3 * LEASE_SWEEP_MIN):  # released at once: each is sweepable
+            lease = store.acquire_lease(unique_key(), 60)
+            assert lease is not None
+            assert store.release_lease(lease) is True
+        assert len(store._leases) <= LEASE_SWEEP_MIN + 1
+
     def test_a_clock_without_time_is_a_config_error(self) -> None:
         with pytest.raises(ConfigError, match="clock"):
             MemoryStore(clock=object())  # type: ignore[arg-type]
@@ -195,6 +213,26 @@ class TestSQLSweep:
         latest = sql_store.acquire_lease(unique_key(), 10)
         assert latest is not None
         assert lease_rows(sql_store) == {latest.key.instance_id}
+
+    def test_a_released_row_keeps_its_fence_until_a_sweep_deletes_it(
+        self, sql_store: SQLStore, clock: ManualClock
+    ) -> None:
+        key = unique_key("kept")
+        first = sql_store.acquire_lease(key, 10)  # sweeps, at START
+        assert first is not None
+        assert sql_store.release_lease(first) is True
+        assert key.instance_id in lease_rows(sql_store)  # free, but remembered
+        second = sql_store.acquire_lease(key, 10)
+        assert second is not None
+        assert second.fence > first.fence
+        assert sql_store.release_lease(second) is True
+        clock.advance(LEASE_SWEEP_INTERVAL)
+        other = sql_store.acquire_lease(unique_key(), 10)  # the next sweep
+        assert other is not None
+        assert key.instance_id not in lease_rows(sql_store)
+        third = sql_store.acquire_lease(key, 10)  # forgotten: the clock still orders it
+        assert third is not None
+        assert third.fence > second.fence
 
     def test_sweeps_wait_for_the_interval(self, sql_store: SQLStore, clock: ManualClock) -> None:
         assert sql_store.acquire_lease(unique_key(), 3600) is not None  # sweeps, at START

@@ -215,7 +215,7 @@ class TestSQLiteFiles:
         store = SQLStore(sqlite_url(tmp_path / "tokens.db"))
         assert store.schema_version() is None
         store.get_token(new_key())
-        assert store.schema_version() == SCHEMA_VERSION == 1
+        assert store.schema_version() == SCHEMA_VERSION == 2
         store.close()
 
     def test_tables_of_a_newer_schema_version_are_refused(self, tmp_path: Path) -> None:

@@ -226,10 +226,10 @@ class FailingRefreshWrites(StoreWrapper):
 
     down = False
 
-    def put_token(self, token: Token) -> bool:
+    def put_token(self, token: Token, *, fence: int = 0) -> bool:
         if self.down and token.key.provider == "wix-legacy~refresh":
             raise StoreUnavailable("sqlite:///faults.db is unavailable (test)")
-        return self.inner.put_token(token)
+        return self.inner.put_token(token, fence=fence)
 
 
 class TestTheStore:

@@ -37,13 +37,16 @@ class ThreadedAsyncMixin:
     def get_token(self, key: TokenKey) -> Token | None:
         raise NotImplementedError
 
-    def put_token(self, token: Token) -> bool:
+    def put_token(self, token: Token, *, fence: int = 0) -> bool:
         raise NotImplementedError
 
     def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         raise NotImplementedError
 
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
+        raise NotImplementedError
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
         raise NotImplementedError
 
     def release_lease(self, lease: Lease) -> bool:
@@ -66,14 +69,17 @@ class ThreadedAsyncMixin:
     async def aget_token(self, key: TokenKey) -> Token | None:
         return await asyncio.to_thread(self.get_token, key)
 
-    async def aput_token(self, token: Token) -> bool:
-        return await asyncio.to_thread(self.put_token, token)
+    async def aput_token(self, token: Token, *, fence: int = 0) -> bool:
+        return await asyncio.to_thread(lambda: self.put_token(token, fence=fence))
 
     async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         return await asyncio.to_thread(lambda: self.delete_token(key, only=only))
 
     async def aacquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
         return await asyncio.to_thread(self.acquire_lease, key, ttl)
+
+    async def arenew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        return await asyncio.to_thread(self.renew_lease, lease, ttl)
 
     async def arelease_lease(self, lease: Lease) -> bool:
         return await asyncio.to_thread(self.release_lease, lease)

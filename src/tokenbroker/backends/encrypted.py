@@ -200,10 +200,10 @@ class EncryptedStore(StoreWrapper):
         yield from self._check_flow()
         return self._open((yield from GetToken(key)))
 
-    def _put_flow(self, token: Token) -> Flow[bool]:
+    def _put_flow(self, token: Token, fence: int) -> Flow[bool]:
         yield from self._check_flow()
         sealed = self._seal(token)
-        if (yield from PutToken(sealed)):
+        if (yield from PutToken(sealed, fence)):
             return True
         # Refused as older than what is stored: fine, unless what is stored is
         # unreadable (damaged, or plaintext from before encryption), which counts
@@ -213,7 +213,7 @@ class EncryptedStore(StoreWrapper):
         if unreadable is None:
             return False
         yield from DeleteToken(token.key, only=unreadable)
-        return (yield from PutToken(sealed))
+        return (yield from PutToken(sealed, fence))
 
     def _delete_flow(self, key: TokenKey, only: str | None) -> Flow[bool]:
         if only is None:
@@ -225,8 +225,8 @@ class EncryptedStore(StoreWrapper):
     def get_token(self, key: TokenKey) -> Token | None:
         return run_sync(self._get_flow(key), self._port)
 
-    def put_token(self, token: Token) -> bool:
-        return run_sync(self._put_flow(token), self._port)
+    def put_token(self, token: Token, *, fence: int = 0) -> bool:
+        return run_sync(self._put_flow(token, fence), self._port)
 
     def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         return run_sync(self._delete_flow(key, only), self._port)
@@ -234,8 +234,8 @@ class EncryptedStore(StoreWrapper):
     async def aget_token(self, key: TokenKey) -> Token | None:
         return await run_async(self._get_flow(key), self._port)
 
-    async def aput_token(self, token: Token) -> bool:
-        return await run_async(self._put_flow(token), self._port)
+    async def aput_token(self, token: Token, *, fence: int = 0) -> bool:
+        return await run_async(self._put_flow(token, fence), self._port)
 
     async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         return await run_async(self._delete_flow(key, only), self._port)
@@ -277,19 +277,19 @@ class PlaintextGuard(StoreWrapper):
         yield from self._check_flow()
         return self._plain((yield from GetToken(key)))
 
-    def _put_flow(self, token: Token) -> Flow[bool]:
+    def _put_flow(self, token: Token, fence: int) -> Flow[bool]:
         yield from self._check_flow()
         self._plain((yield from GetToken(token.key)))
-        return (yield from PutToken(token))
+        return (yield from PutToken(token, fence))
 
     def get_token(self, key: TokenKey) -> Token | None:
         return run_sync(self._get_flow(key), self._port)
 
-    def put_token(self, token: Token) -> bool:
-        return run_sync(self._put_flow(token), self._port)
+    def put_token(self, token: Token, *, fence: int = 0) -> bool:
+        return run_sync(self._put_flow(token, fence), self._port)
 
     async def aget_token(self, key: TokenKey) -> Token | None:
         return await run_async(self._get_flow(key), self._port)
 
-    async def aput_token(self, token: Token) -> bool:
-        return await run_async(self._put_flow(token), self._port)
+    async def aput_token(self, token: Token, *, fence: int = 0) -> bool:
+        return await run_async(self._put_flow(token, fence), self._port)

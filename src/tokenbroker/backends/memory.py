@@ -11,6 +11,12 @@ for good. A sweep runs when an acquire finds the map past a threshold that
 doubles with what survives, so it costs amortised O(1) per acquire and the map
 holds at most about twice the leases that were live at the last sweep (or
 ``LEASE_SWEEP_MIN``).
+
+Leases are fenced (``tokenbroker.core.fencing``): a released lease stays in the
+map, marked free, so that the next one on its key gets a later fence; the sweep
+drops released ones like lapsed ones. Each token keeps the fence it was
+written with, and every new fence is above all this store granted before, so a
+swept key stays fenced even if the clock steps back.
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ from collections.abc import Iterator
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
+
 from ..core.clock import Clock, SystemClock
 from ..core.errors import ConfigError
+from ..core.fencing import next_fence
 from ..core.installation import Installation
 from ..core.protocols import Lease
 from ..core.token import Token, TokenKey
@@ -59,9 +68,12 @@ class MemoryStore:
         self._max_tokens = max_tokens
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.Lock()
-        self._tokens: OrderedDict[TokenKey, Token] = OrderedDict()
+        # each token with the fence it was written with
+        self._tokens: OrderedDict[TokenKey, tuple[Token, int]] = OrderedDict()
+        # released leases stay (owner "", expires_at 0) to remember their fence
         self._leases: dict[TokenKey, Lease] = {}
         self._sweep_above = LEASE_SWEEP_MIN
+        self._last_fence = 0
         self._installations: dict[tuple[str, str], Installation] = {}
 
     @classmethod
@@ -85,17 +97,25 @@ class MemoryStore:
     # tokens
     def get_token(self, key: TokenKey) -> Token | None:
         with self._lock:
-            token = self._tokens.get(key)
-            if token is not None:
-                self._tokens.move_to_end(key)
-            return token
+            found = self._tokens.get(key)
+            if found is None:
+                return None
+            self._tokens.move_to_end(key)
+            return found[0]
 
-    def put_token(self, token: Token) -> bool:
+    def put_token(self, token: Token, *, fence: int = 0) -> bool:
         with self._lock:
-            stored = self._tokens.get(token.key)
+            found = self._tokens.get(token.key)
+            stored, stored_fence = found if found is not None else (None, 0)
+            if fence:
+                held = self._leases.get(token.key)
+                if stored_fence > fence or (held is not None and held.fence > fence):
+                    return False
+            else:
+                fence = stored_fence  # an unfenced write keeps what the key had
             if stored is not None and stored.obtained_at > token.obtained_at:
                 return False
-            self._tokens[token.key] = token
+            self._tokens[token.key] = (token, fence)
             self._tokens.move_to_end(token.key)
             while len(self._tokens) > self._max_tokens:
                 self._tokens.popitem(last=False)
@@ -103,8 +123,8 @@ class MemoryStore:
 
     def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         with self._lock:
-            stored = self._tokens.get(key)
-            if stored is None or (only is not None and stored.access_token != only):
+            found = self._tokens.get(key)
+            if found is None or (only is not None and found[0].access_token != only):
                 return False
             del self._tokens[key]
             return True
@@ -115,7 +135,11 @@ class MemoryStore:
             held = self._leases.get(key)
             if held is not None and held.expires_at > now:
                 return None
-            lease = Lease(key=key, owner=secrets.token_hex(8), expires_at=now + ttl)
+            found = self._tokens.get(key)
+            previous = max(0 if held is None else held.fence, 0 if found is None else found[1])
+            # Above every fence granted here: a swept key stays fenced if the clock steps back.
+            fence = self._last_fence = next_fence(max(previous, self._last_fence), now)
+            lease = Lease(key=key, owner=secrets.token_hex(8), expires_at=now + ttl, fence=fence)
             self._leases[key] = lease
             if len(self._leases) > self._sweep_above:
                 self._sweep_leases(now)
@@ -133,12 +157,28 @@ class MemoryStore:
         self._leases = {key: held for key, held in self._leases.items() if held.expires_at > now}
         self._sweep_above = max(LEASE_SWEEP_MIN, 2 * len(self._leases))
 
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        now = self._clock.time()
+        with self._lock:
+            held = self._leases.get(lease.key)
+            if (
+                held is None
+                or held.owner != lease.owner
+                or held.fence != lease.fence
+                or held.expires_at <= now
+            ):
+                return None
+            renewed = Lease(key=lease.key, owner=held.owner, expires_at=now + ttl, fence=held.fence)
+            self._leases[lease.key] = renewed
+            return renewed
+
     def release_lease(self, lease: Lease) -> bool:
         with self._lock:
             held = self._leases.get(lease.key)
-            if held is None or held.owner != lease.owner:
+            if held is None or not held.owner or held.owner != lease.owner:
                 return False
-            del self._leases[lease.key]
+            # kept, free, for its fence: the sweep drops it
+            self._leases[lease.key] = attrs.evolve(held, owner="", expires_at=0.0)
             return True
 
     # installations
@@ -172,14 +212,17 @@ class MemoryStore:
     async def aget_token(self, key: TokenKey) -> Token | None:
         return self.get_token(key)
 
-    async def aput_token(self, token: Token) -> bool:
-        return self.put_token(token)
+    async def aput_token(self, token: Token, *, fence: int = 0) -> bool:
+        return self.put_token(token, fence=fence)
 
     async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         return self.delete_token(key, only=only)
 
     async def aacquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
         return self.acquire_lease(key, ttl)
+
+    async def arenew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        return self.renew_lease(lease, ttl)
 
     async def arelease_lease(self, lease: Lease) -> bool:
         return self.release_lease(lease)

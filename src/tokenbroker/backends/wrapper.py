@@ -1,7 +1,8 @@
 """A store that wraps another: everything passes through unless a subclass says so.
 
 The wrappers (encryption, the plaintext guard) change what happens to tokens;
-leases, installations and the lifecycle go straight to the wrapped store.
+leases (renewals and fences too), installations and the lifecycle go straight to
+the wrapped store.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class StoreWrapper:
     def get_token(self, key: TokenKey) -> Token | None:
         return self.inner.get_token(key)
 
-    def put_token(self, token: Token) -> bool:
-        return self.inner.put_token(token)
+    def put_token(self, token: Token, *, fence: int = 0) -> bool:
+        # unfenced: without the argument, as a store that predates fencing takes it
+        return self.inner.put_token(token, fence=fence) if fence else self.inner.put_token(token)
 
     def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         return self.inner.delete_token(key, only=only)
@@ -46,7 +48,9 @@ class StoreWrapper:
     async def aget_token(self, key: TokenKey) -> Token | None:
         return await self.inner.aget_token(key)
 
-    async def aput_token(self, token: Token) -> bool:
+    async def aput_token(self, token: Token, *, fence: int = 0) -> bool:
+        if fence:
+            return await self.inner.aput_token(token, fence=fence)
         return await self.inner.aput_token(token)
 
     async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
@@ -55,11 +59,17 @@ class StoreWrapper:
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
         return self.inner.acquire_lease(key, ttl)
 
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        return self.inner.renew_lease(lease, ttl)
+
     def release_lease(self, lease: Lease) -> bool:
         return self.inner.release_lease(lease)
 
     async def aacquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
         return await self.inner.aacquire_lease(key, ttl)
+
+    async def arenew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        return await self.inner.arenew_lease(lease, ttl)
 
     async def arelease_lease(self, lease: Lease) -> bool:
         return await self.inner.arelease_lease(lease)

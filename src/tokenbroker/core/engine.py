@@ -48,6 +48,7 @@ from .protocols import InstallationStore, TokenProvider, TokenStore
 from .singleflight import TaskFlights, ThreadFlights
 from .token import Token, TokenKey
 from .tracing import span
+from .watchdog import ThreadWatchdog
 
 __all__ = ["NO_LEASE", "Source", "TokenEngine"]
 
@@ -68,7 +69,10 @@ class TokenEngine(EngineSteps):
 
     ``lease_ttl`` bounds how long one holder may keep a key's lease (it must
     outlast the provider's whole retry budget); ``wait_timeout`` how long a
-    caller waits for another process's refresh before giving up. With a
+    caller waits for another process's refresh before giving up. A fetch under a
+    fenced lease renews it every third of ``lease_ttl`` (``watchdog``) and writes
+    with the lease's fence; one that lost its lease meanwhile writes nothing
+    (``tokenbroker.core.fencing``). With a
     ``registry``, the slow path refuses an installation recorded as removed
     (without asking the provider) and purges a token whose installation was
     removed while it was being fetched; it keeps each installation's health there
@@ -120,6 +124,7 @@ class TokenEngine(EngineSteps):
         self.tracker = HealthTracker(
             backoff or Backoff(), clock, self.health, on_health_changed, active=registry is not None
         )
+        self.watchdog = ThreadWatchdog()
         self._threads = ThreadFlights()
         self._tasks = TaskFlights()
         self._background = set()
@@ -294,7 +299,7 @@ class TokenEngine(EngineSteps):
                 if isinstance(health, Token):
                     return health, "stale"
             try:
-                token = yield from self._acquire_servable(key)
+                fetched = yield from self._acquire_servable(key, lease)
             except (InstanceNotInstalled, InvalidCredentials) as exc:
                 self._refreshed(key, window, exc)
                 # the old token is no use either: Wix no longer accepts this pair
@@ -313,7 +318,7 @@ class TokenEngine(EngineSteps):
                     return fallback, "stale"
                 raise
             self._refreshed(key, window)
-            return (yield from self._keep(key, token, health)), "provider"
+            return (yield from self._keep(key, fetched, health, lease)), "provider"
         finally:
             if lease is not NO_LEASE:
                 try:
@@ -342,7 +347,13 @@ class TokenEngine(EngineSteps):
     async def arefresh(self, key: TokenKey, *, want_until: float) -> Token:
         return await run_async(self.refresh_flow(key, want_until=want_until), self)
 
+    def close(self) -> None:
+        """End the watchdog's thread now rather than after it idled (fetches still
+        running on other threads keep it until they end)."""
+        self.watchdog.close()
+
     async def aclose(self) -> None:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.to_thread(self.watchdog.close)

@@ -25,11 +25,21 @@ from .health_tracker import HealthTracker
 from .installation import Installation
 from .metrics import LEASE_WAIT, STORE_DEGRADED, TOKEN_REQUESTS, Reading
 from .nearcache import NearCache
-from .ops import Acquire, AcquireLease, DeleteToken, GetToken, PutToken, Registered
+from .ops import (
+    Acquire,
+    AcquireHeld,
+    AcquireLease,
+    DeleteToken,
+    Fetched,
+    GetToken,
+    PutToken,
+    Registered,
+)
 from .policy import RefreshPolicy, TokenState, state_at
 from .protocols import InstallationStore, Lease, TokenProvider, TokenStore
 from .singleflight import TaskFlights, ThreadFlights
 from .token import Token, TokenKey
+from .watchdog import ThreadWatchdog
 
 log = logging.getLogger("tokenbroker")
 
@@ -62,6 +72,8 @@ class EngineSteps:
     registry: InstallationStore | None
     health: StoreHealth
     tracker: HealthTracker
+    watchdog: ThreadWatchdog
+    """Renews the leases of fetches on threads that run long (one thread per engine)."""
     on_acquired: Callable[[TokenKey, Token, Source], None]
     app: str
     near_hits: int
@@ -138,17 +150,27 @@ class EngineSteps:
             "until it is installed again"
         )
 
-    def _acquire_servable(self, key: TokenKey) -> Flow[Token]:
-        """A new, stamped token that can be handed out now.
+    def _fetch(self, key: TokenKey, lease: Lease) -> Flow[Fetched]:
+        """One provider fetch; under a fenced lease the watchdog renews it meanwhile."""
+        if lease.fence:
+            return (yield from AcquireHeld(key, lease, self.lease_ttl))
+        return Fetched((yield from Acquire(key)), lost=False)
+
+    def _acquire_servable(self, key: TokenKey, lease: Lease = NO_LEASE) -> Flow[Fetched]:
+        """A new, stamped token that can be handed out now, and whether ``lease``
+        was lost while it was fetched.
 
         A token whose life ran out during its own fetch, or whose lifetime is
         shorter than the mandatory window, is fetched once more; twice unusable is
         a ``ProviderError``: an expired token is never handed out.
         """
+        lost = False
         for _ in range(2):
-            token = self.policy.stamp((yield from Acquire(key)))
+            fetched = yield from self._fetch(key, lease)
+            lost = lost or fetched.lost
+            token = self.policy.stamp(fetched.token)
             if self.policy.state(token, self.clock.time()).servable:
-                return token
+                return Fetched(token, lost)
             log.warning(
                 "the new token for %s was already due when it arrived (lifetime %.1fs)",
                 key,
@@ -174,11 +196,33 @@ class EngineSteps:
             self.near.discard(key)
         raise refusal
 
-    def _keep(self, key: TokenKey, token: Token, health: InstallationHealth | None) -> Flow[Token]:
-        """Store a new token (compare-and-set) and keep it near; the token to hand out:
-        this one, or a newer one that landed meanwhile (a slow writer lost the race)."""
-        written = yield from self.health.guard(PutToken(token), True)
-        yield from self._check_installed(key, written=token)
+    def _keep(
+        self,
+        key: TokenKey,
+        fetched: Fetched,
+        health: InstallationHealth | None,
+        lease: Lease = NO_LEASE,
+    ) -> Flow[Token]:
+        """Store a new token (compare-and-set, fenced by ``lease``) and keep it near;
+        the token to hand out: this one, or a newer one that landed meanwhile (a slow
+        writer lost the race, or its lease: its write was refused).
+
+        A fetch whose lease was lost writes nothing: the holder that took over
+        writes. It hands out that holder's token when the store has a servable
+        one, else its own (valid and just fetched, only not stored).
+        """
+        token = fetched.token
+        if fetched.lost:
+            log.warning(
+                "not writing the new token for %s: its lease was lost during the fetch",
+                key,
+                extra={"app": key.app_id, "instance": key.instance_id, "fence": lease.fence},
+            )
+            written = False
+            yield from self._check_installed(key)
+        else:
+            written = yield from self.health.guard(PutToken(token, lease.fence), True)
+            yield from self._check_installed(key, written=token)
         if not written:
             newer = yield from self.health.guard(GetToken(key), None)
             seen = self._usable(newer)

@@ -18,6 +18,7 @@ from .health import InstallationHealth, from_record, health_app_id, to_record
 from .installation import Installation
 from .protocols import InstallationStore, Lease, TokenProvider, TokenStore
 from .token import Token, TokenKey
+from .watchdog import LoopWatch, ThreadWatchdog
 
 
 class TokenStorePort(Protocol):
@@ -55,6 +56,13 @@ class ProviderPort(Protocol):
     def provider(self) -> TokenProvider: ...
 
 
+class HolderPort(ProviderPort, TokenStorePort, Protocol):
+    """A port that fetches under a lease: a provider, the store, a watchdog."""
+
+    @property
+    def watchdog(self) -> ThreadWatchdog: ...
+
+
 # -- tokens ------------------------------------------------------------------------
 @attrs.frozen
 class GetToken(Op["Token | None"]):
@@ -71,14 +79,24 @@ class GetToken(Op["Token | None"]):
 
 @attrs.frozen
 class PutToken(Op[bool]):
-    """Write ``token`` with the store's compare-and-set; whether it was written."""
+    """Write ``token`` with the store's compare-and-set, refused when ``fence`` (the
+    writer's lease's) is older than one the store has seen; whether it was written.
+
+    An unfenced write (``fence == 0``) calls the store without the argument, so a
+    store that predates fencing still takes it.
+    """
 
     token: Token
+    fence: int = 0
 
     def run(self, port: TokenStorePort) -> bool:
+        if self.fence:
+            return port.store.put_token(self.token, fence=self.fence)
         return port.store.put_token(self.token)
 
     async def arun(self, port: TokenStorePort) -> bool:
+        if self.fence:
+            return await port.store.aput_token(self.token, fence=self.fence)
         return await port.store.aput_token(self.token)
 
 
@@ -111,6 +129,20 @@ class AcquireLease(Op["Lease | None"]):
 
 
 @attrs.frozen
+class RenewLease(Op["Lease | None"]):
+    """Extend ``lease`` to ``ttl`` seconds from now; ``None`` if it was lost."""
+
+    lease: Lease
+    ttl: float
+
+    def run(self, port: TokenStorePort) -> Lease | None:
+        return port.store.renew_lease(self.lease, self.ttl)
+
+    async def arun(self, port: TokenStorePort) -> Lease | None:
+        return await port.store.arenew_lease(self.lease, self.ttl)
+
+
+@attrs.frozen
 class ReleaseLease(Op[bool]):
     """Give the lease back (only its owner's); whether it was still held."""
 
@@ -134,6 +166,42 @@ class Acquire(Op[Token]):
 
     async def arun(self, port: ProviderPort) -> Token:
         return await port.provider.aacquire(self.key)
+
+
+@attrs.frozen
+class Fetched:
+    """A new token fetched under a lease, and whether the lease was lost meanwhile."""
+
+    token: Token
+    lost: bool
+
+
+@attrs.frozen
+class AcquireHeld(Op[Fetched]):
+    """A new token from the provider, renewing ``lease`` (for ``ttl`` seconds each
+    time) while the fetch runs: on threads through the port's watchdog, on a
+    loop through a ``LoopWatch`` of this fetch."""
+
+    key: TokenKey
+    lease: Lease
+    ttl: float
+
+    def run(self, port: HolderPort) -> Fetched:
+        store = port.store
+        watch = port.watchdog.watch(self.lease, self.ttl, store.renew_lease)
+        try:
+            token = port.provider.acquire(self.key)
+        finally:
+            port.watchdog.stop(watch)
+        return Fetched(token, watch.lost)
+
+    async def arun(self, port: HolderPort) -> Fetched:
+        watch = LoopWatch(self.lease, self.ttl, port.store.arenew_lease)
+        try:
+            token = await port.provider.aacquire(self.key)
+        finally:
+            watch.stop()
+        return Fetched(token, watch.lost)
 
 
 # -- installations -------------------------------------------------------------------

@@ -18,11 +18,17 @@ from .token import Token, TokenKey
 @attrs.frozen
 class Lease:
     """Proof that one caller, fleet-wide, may refresh ``key`` until ``expires_at``
-    (wall-clock seconds since the epoch, as the store reckons them)."""
+    (wall-clock seconds since the epoch, as the store reckons them).
+
+    ``fence`` grows with every lease the store grants on ``key``
+    (``tokenbroker.core.fencing``); a token written with it is refused once a
+    later lease exists. ``0``: the store does not fence.
+    """
 
     key: TokenKey
     owner: str
     expires_at: float
+    fence: int = 0
 
 
 def _frozen_options(options: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -92,12 +98,17 @@ class TokenStore(Protocol):
     * every method is atomic and thread-safe; async twins never block the loop;
     * ``put_token`` is compare-and-set: it does not replace a stored token whose
       ``obtained_at`` is later than the new one's (an equal one is replaced), and
-      says whether it wrote;
+      says whether it wrote; with ``fence > 0`` it first refuses (``False``,
+      nothing written) when the store has granted a lease on the key with a
+      later fence, or holds a token written with one;
     * ``delete_token(key, only=...)`` deletes only if the stored access token
       equals ``only`` (so dropping a rejected token cannot delete a newer one);
     * ``acquire_lease`` gives at most one live lease per key across every
       process sharing the store; a lease lapses after ``ttl`` seconds even if
       its holder died; ``release_lease`` releases only the owner's lease;
+    * leases carry fences that grow per key (0 only from stores that do not fence);
+      ``renew_lease`` extends a lease that is still the owner's and has not
+      lapsed, and says ``None`` once it was lost;
     * a corrupted record reads as missing (with a warning), never as an error.
 
     ``shared`` says whether other processes see the same data (then the broker
@@ -109,21 +120,25 @@ class TokenStore(Protocol):
 
     def get_token(self, key: TokenKey) -> Token | None: ...
 
-    def put_token(self, token: Token) -> bool: ...
+    def put_token(self, token: Token, *, fence: int = 0) -> bool: ...
 
     def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool: ...
 
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None: ...
 
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None: ...
+
     def release_lease(self, lease: Lease) -> bool: ...
 
     async def aget_token(self, key: TokenKey) -> Token | None: ...
 
-    async def aput_token(self, token: Token) -> bool: ...
+    async def aput_token(self, token: Token, *, fence: int = 0) -> bool: ...
 
     async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool: ...
 
     async def aacquire_lease(self, key: TokenKey, ttl: float) -> Lease | None: ...
+
+    async def arenew_lease(self, lease: Lease, ttl: float) -> Lease | None: ...
 
     async def arelease_lease(self, lease: Lease) -> bool: ...
 

@@ -12,7 +12,9 @@ Guarantees, command by command:
 * token keys expire ``expiry_grace`` seconds after the token does (or after
   the write, for a token that was already expired), so dead tokens leave by
   themselves;
-* a lease is ``SET key owner NX PX ttl``; release is a Lua compare-and-delete;
+* a lease is a key with its owner and fence and ``PX`` its TTL, taken, renewed
+  and released by Lua scripts (``scripts``); a fenced ``put_token`` is refused
+  in the write's script when the lease key or the stored token has a later fence;
 * installations are read, judged by ``installation_wins`` in Python, and
   written by a Lua script only if the stored bytes did not change meanwhile
   (optimistic locking that needs no WATCH, and so works on every topology).
@@ -27,6 +29,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, TypeAlias
 
+import attrs
+
 from ...core.errors import ConfigError, StorageError
 from ...core.flow import Flow
 from ...core.installation import Installation
@@ -36,7 +40,8 @@ from ..base import installation_wins
 from ..codec import Corrupt, to_micros
 from ..urls import redact_url, url_passwords
 from .clients import DRIVER_ERRORS, Clients, SyncClient
-from .ops import Delete, Get, MembersAfter, MGet, Script, SetNxPx
+from .ops import Delete, Get, MembersAfter, MGet, Script
+from .scripts import RELEASED_KEEP_MS
 from .urls import check_key_prefix, parse_redis_url
 from .values import (
     Raw,
@@ -61,6 +66,11 @@ _CAS_ATTEMPTS: Final = 64
 
 Page: TypeAlias = "tuple[list[tuple[str, Raw]], bytes | None]"
 """One page of (instance id, stored value), and the index member to go on after."""
+
+
+def _ms(seconds: float) -> int:
+    """A TTL in whole milliseconds, at least one."""
+    return max(1, math.ceil(seconds * 1000))
 
 
 def _escape(part: str) -> str:
@@ -195,8 +205,9 @@ class RedisStore:
         raw = yield from Get(self.token_key(key))
         return self._token_or_none(key, raw)
 
-    def _put_token_flow(self, token: Token) -> Flow[bool]:
+    def _put_token_flow(self, token: Token, fence: int = 0) -> Flow[bool]:
         name = self.token_key(token.key)
+        keys = (name, self.lease_key(token.key))
         value = encode_token(token)
         obtained_us = to_micros(token.obtained_at)
         expires_ms = -(-to_micros(token.expires_at) // 1000)
@@ -204,9 +215,9 @@ class RedisStore:
         # that was written already expired (freshness is the policy's call).
         keep_until_ms = max(expires_ms, int(time.time() * 1000)) + self._grace_ms
         for _ in range(_CAS_ATTEMPTS):
-            wrote = yield from Script("put_token", (name,), (obtained_us, value, keep_until_ms))
+            wrote = yield from Script("put_token", keys, (obtained_us, value, keep_until_ms, fence))
             if wrote:
-                return True
+                return wrote > 0  # -1: refused by the fence
             raw = yield from Get(name)
             if raw is None or isinstance(raw, WrongType):
                 continue  # gone or replaced meanwhile: the script decides again
@@ -215,9 +226,9 @@ class RedisStore:
                 return False
             # Unreadable to Python, or an older writer slipped in: replace
             # exactly what was judged, or look again.
-            replaced = yield from Script("replace_token", (name,), (raw, value, keep_until_ms))
+            replaced = yield from Script("replace_token", keys, (raw, value, keep_until_ms, fence))
             if replaced:
-                return True
+                return replaced > 0
         return False  # the value kept changing under us: report it unwritten
 
     def _delete_token_flow(self, key: TokenKey, only: str | None) -> Flow[bool]:
@@ -239,13 +250,21 @@ class RedisStore:
         # Wall-clock time: the lease is judged by every host sharing the store.
         now = time.time()
         owner = secrets.token_hex(16)
-        ttl_ms = max(1, math.ceil(ttl * 1000))
-        taken = yield from SetNxPx(self.lease_key(key), owner, ttl_ms)
-        return Lease(key=key, owner=owner, expires_at=now + ttl) if taken else None
+        keys = (self.lease_key(key), self.token_key(key))
+        fence = yield from Script("acquire_lease", keys, (owner, _ms(ttl)))
+        if not fence:
+            return None
+        return Lease(key=key, owner=f"{owner}:{fence}", expires_at=now + ttl, fence=fence)
+
+    def _renew_lease_flow(self, lease: Lease, ttl: float) -> Flow[Lease | None]:
+        now = time.time()
+        name = self.lease_key(lease.key)
+        renewed = yield from Script("renew_lease", (name,), (lease.owner, _ms(ttl)))
+        return attrs.evolve(lease, expires_at=now + ttl) if renewed else None
 
     def _release_lease_flow(self, lease: Lease) -> Flow[bool]:
         name = self.lease_key(lease.key)
-        released = yield from Script("delete_if_equal", (name,), (lease.owner,))
+        released = yield from Script("release_lease", (name,), (lease.owner, RELEASED_KEEP_MS))
         return bool(released)
 
     def _get_installation_flow(self, app_id: str, instance_id: str) -> Flow[Installation | None]:
@@ -281,8 +300,8 @@ class RedisStore:
     def get_token(self, key: TokenKey) -> Token | None:
         return self._clients.run("get_token", self._get_token_flow(key))
 
-    def put_token(self, token: Token) -> bool:
-        return self._clients.run("put_token", self._put_token_flow(token))
+    def put_token(self, token: Token, *, fence: int = 0) -> bool:
+        return self._clients.run("put_token", self._put_token_flow(token, fence))
 
     def delete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         return self._clients.run("delete_token", self._delete_token_flow(key, only))
@@ -290,20 +309,26 @@ class RedisStore:
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
         return self._clients.run("acquire_lease", self._acquire_lease_flow(key, ttl))
 
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        return self._clients.run("renew_lease", self._renew_lease_flow(lease, ttl))
+
     def release_lease(self, lease: Lease) -> bool:
         return self._clients.run("release_lease", self._release_lease_flow(lease))
 
     async def aget_token(self, key: TokenKey) -> Token | None:
         return await self._clients.arun("get_token", self._get_token_flow(key))
 
-    async def aput_token(self, token: Token) -> bool:
-        return await self._clients.arun("put_token", self._put_token_flow(token))
+    async def aput_token(self, token: Token, *, fence: int = 0) -> bool:
+        return await self._clients.arun("put_token", self._put_token_flow(token, fence))
 
     async def adelete_token(self, key: TokenKey, *, only: str | None = None) -> bool:
         return await self._clients.arun("delete_token", self._delete_token_flow(key, only))
 
     async def aacquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
         return await self._clients.arun("acquire_lease", self._acquire_lease_flow(key, ttl))
+
+    async def arenew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        return await self._clients.arun("renew_lease", self._renew_lease_flow(lease, ttl))
 
     async def arelease_lease(self, lease: Lease) -> bool:
         return await self._clients.arun("release_lease", self._release_lease_flow(lease))

@@ -5,9 +5,10 @@ a store finding an older one upgrades the tables in one transaction, and one
 finding a newer one refuses to touch them.
 
 Indexes that change nothing a row means are not a version: a store adds the
-ones its tables lack on first use (``<prefix>leases_expires_at`` came after
-version 1), and a release that does not know an index ignores it, so old and
-new releases keep sharing the tables during a rolling upgrade.
+ones its tables lack on first use (``<prefix>leases_expires_at`` and
+``<prefix>tokens_expires_at`` came after version 1), and a release that does
+not know an index ignores it, so old and new releases keep sharing the tables
+during a rolling upgrade.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ __all__ = ["DEFAULT_TABLE_PREFIX", "MIGRATIONS", "SCHEMA_VERSION", "Tables"]
 
 log = logging.getLogger("tokenbroker.store")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # Upgrades: MIGRATIONS[n] takes the tables from version n to n + 1 inside one
-# write transaction. Version 1 is the first schema, so the list starts empty; a
-# release that changes a table adds its step here and bumps SCHEMA_VERSION.
+# write transaction (MySQL and MariaDB commit each ALTER on its own; a step that
+# died half-way is finished by the next store). A release that changes a table
+# adds its step here and bumps SCHEMA_VERSION.
 MIGRATIONS: dict[int, Callable[[Connection, Any], None]] = {}
 DEFAULT_TABLE_PREFIX: Final = "tokenbroker_"
 # Leaves room for the longest suffix within every dialect's identifier limit.
@@ -59,6 +61,12 @@ _MYSQL_TABLE: Final[dict[str, Any]] = {
 }
 
 
+def _fence() -> sa.Column[int]:
+    # Version 2: the fencing number (tokenbroker.core.fencing) of a lease, and of
+    # the lease a token was written under (0: written unfenced, or before version 2).
+    return sa.Column("fence", sa.BigInteger, nullable=False, default=0, server_default="0")
+
+
 class Tables:
     """The four tables of one store, named ``<prefix>tokens`` and so on."""
 
@@ -76,6 +84,9 @@ class Tables:
             sa.Column("expires_at", sa.BigInteger, nullable=False),
             sa.Column("refresh_at", sa.BigInteger, nullable=True),
             sa.Column("must_refresh_at", sa.BigInteger, nullable=True),
+            _fence(),
+            # The bulk refresh finds an app's tokens coming due by expiry.
+            sa.Index(f"{prefix}tokens_expires_at", "provider", "app_id", "expires_at"),
             **_MYSQL_TABLE,
         )
         self.installations = sa.Table(
@@ -100,6 +111,7 @@ class Tables:
             sa.Column("instance_id", _ident(256), primary_key=True),
             sa.Column("owner", sa.String(64), nullable=False),
             sa.Column("expires_at", sa.BigInteger, nullable=False),
+            _fence(),
             # The sweep of lapsed leases finds them by expiry; the primary key
             # cannot (every webhook mark shares one provider and app id).
             sa.Index(f"{prefix}leases_expires_at", "expires_at"),
@@ -115,6 +127,23 @@ class Tables:
     @property
     def names(self) -> list[str]:
         return [table.name for table in self.metadata.sorted_tables]
+
+
+def _add_fences(conn: Connection, tables: Any) -> None:
+    """Version 1 to 2: a ``fence`` column on the leases and the tokens."""
+    assert isinstance(tables, Tables)
+    quote = conn.dialect.identifier_preparer.quote
+    for table in (tables.leases, tables.tokens):
+        present = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}
+        if "fence" not in present:  # MySQL commits each ALTER: a retried step skips it
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE {quote(table.name)} ADD COLUMN fence BIGINT NOT NULL DEFAULT 0"
+                )
+            )
+
+
+MIGRATIONS[1] = _add_fences
 
 
 def create_tables(tx: Transactions, tables: Tables) -> None:
@@ -185,8 +214,10 @@ def _missing_indexes(conn: Connection, tables: Tables) -> list[tuple[str, sa.Ind
 def check_version(tx: Transactions, tables: Tables, prefix: str) -> None:
     """Record the schema version in new tables, upgrade old ones, refuse newer ones."""
     schema = tables.schema
+    upgrading = False
 
     def record(conn: Connection) -> int:
+        nonlocal upgrading
         found = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
         if found is None:
             conn.execute(schema.insert().values(version=SCHEMA_VERSION))
@@ -198,6 +229,7 @@ def check_version(tx: Transactions, tables: Tables, prefix: str) -> None:
             step = MIGRATIONS.get(version)
             if step is None:
                 raise StorageError(f"no upgrade from schema version {version} in {tx.url}")
+            upgrading = True
             log.warning(
                 "upgrading tables %s* in %s from schema version %d to %d",
                 prefix,
@@ -211,12 +243,23 @@ def check_version(tx: Transactions, tables: Tables, prefix: str) -> None:
         return version
 
     # Two processes may both find the table empty; the loser reads the winner's row.
-    version = tx.run(
-        "recording the schema version",
-        record,
-        write=True,
-        on_conflict=lambda: tx.run("reading the schema version", record, write=True),
-    )
+    # Two may both upgrade: the loser's step trips over what the winner just added
+    # (a column that exists now), and looks again, skipping what is done.
+    for attempt in range(1, _CREATE_ATTEMPTS + 1):
+        upgrading = False
+        try:
+            version = tx.run(
+                "recording the schema version",
+                record,
+                write=True,
+                on_conflict=lambda: tx.run("reading the schema version", record, write=True),
+            )
+            break
+        except StorageError:
+            if not upgrading or attempt == _CREATE_ATTEMPTS:
+                raise
+            log.debug("upgrading tables in %s raced another process; again", tx.url)
+            time.sleep(0.05 * attempt)
     if version > SCHEMA_VERSION:
         raise StorageError(
             f"the tables in {tx.url} (prefix {prefix!r}) have schema "

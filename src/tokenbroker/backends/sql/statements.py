@@ -51,15 +51,23 @@ class Statements:
             t.c.app_id == sa.bindparam("b_app_id"),
             t.c.instance_id == sa.bindparam("b_instance_id"),
         )
-        token_values = _binds([c for c in t.columns if not c.primary_key])
+        # An unfenced write leaves the row's fence as it was; a fenced one sets it.
+        token_values = _binds([c for c in t.columns if not c.primary_key and c.name != "fence"])
+        fenced_values = {**token_values, "fence": sa.bindparam("fence")}
+        not_newer = t.c.obtained_at <= sa.bindparam("b_obtained_at")
         self.get_token = sa.select(t).where(*token_key)
         self.lock_token = self.get_token.with_for_update()
+        self.token_fence = sa.select(t.c.fence).where(*token_key)
         self.insert_token = t.insert().values(_binds(t.columns))
         self.update_token = t.update().where(*token_key).values(token_values)
         self.update_token_unless_newer = (
+            t.update().where(*token_key, not_newer).values(token_values)
+        )
+        self.update_token_fenced = t.update().where(*token_key).values(fenced_values)
+        self.update_token_fenced_unless_newer = (
             t.update()
-            .where(*token_key, t.c.obtained_at <= sa.bindparam("b_obtained_at"))
-            .values(token_values)
+            .where(*token_key, not_newer, t.c.fence <= sa.bindparam("b_fence"))
+            .values(fenced_values)
         )
         self.delete_token = t.delete().where(*token_key)
         self.delete_token_if = t.delete().where(
@@ -71,11 +79,35 @@ class Statements:
             lt.c.app_id == sa.bindparam("b_app_id"),
             lt.c.instance_id == sa.bindparam("b_instance_id"),
         )
-        self.delete_expired_lease = lt.delete().where(
-            *lease_key, lt.c.expires_at <= sa.bindparam("b_now")
-        )
+        self.lock_lease = sa.select(lt.c.expires_at, lt.c.fence).where(*lease_key).with_for_update()
         self.insert_lease = lt.insert().values(_binds(lt.columns))
-        self.release_lease = lt.delete().where(*lease_key, lt.c.owner == sa.bindparam("b_owner"))
+        # Taken over only as it was read: lapsed, and with the fence that was judged.
+        self.take_lease = (
+            lt.update()
+            .where(
+                *lease_key,
+                lt.c.expires_at <= sa.bindparam("b_now"),
+                lt.c.fence == sa.bindparam("b_fence"),
+            )
+            .values(owner=sa.bindparam("owner"), expires_at=sa.bindparam("expires_at"))
+            .values(fence=sa.bindparam("fence"))
+        )
+        self.renew_lease = (
+            lt.update()
+            .where(
+                *lease_key,
+                lt.c.owner == sa.bindparam("b_owner"),
+                lt.c.fence == sa.bindparam("b_fence"),
+                lt.c.expires_at > sa.bindparam("b_now"),
+            )
+            .values(expires_at=sa.bindparam("expires_at"))
+        )
+        # Released rows stay, free (expires_at 0), to remember their fence until swept.
+        self.release_lease = (
+            lt.update()
+            .where(*lease_key, lt.c.owner == sa.bindparam("b_owner"), lt.c.expires_at > 0)
+            .values(expires_at=0)
+        )
 
         installation_key = (
             it.c.app_id == sa.bindparam("b_app_id"),

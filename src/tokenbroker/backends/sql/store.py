@@ -7,9 +7,12 @@ dialect-specific upserts:
 * ``put_token`` is ``UPDATE … WHERE obtained_at <= new``, then ``INSERT``; a
   duplicate key on that insert means someone raced us and the row is checked
   again under a row lock.
-* a lease is a row; acquiring deletes an expired row for the key and inserts
-  a new one in one transaction, so the primary key admits one winner. Rows of
-  keys nobody acquires again are swept in bounded batches (see ``sweep``).
+* a lease is a row that carries its fence and outlives its lease (a release
+  marks it free) so that fences keep growing; acquiring takes over a lapsed row
+  by a conditional ``UPDATE`` or inserts one, so one taker wins (see
+  ``leases``). A fenced ``put_token`` checks the lease row and the token row's
+  fence in the write's transaction. Rows of keys nobody acquires again are
+  swept in bounded batches (see ``sweep``).
 * installations are read under ``SELECT … FOR UPDATE`` and written only when
   ``installation_wins`` says so.
 
@@ -40,6 +43,7 @@ from ..codec import Corrupt, token_fields
 from ..urls import redact_url, url_passwords
 from . import schema
 from .engines import create_engines, prepare_sqlite_path
+from .leases import acquire_work, fence_refused, release_work, renew_work
 from .schema import DEFAULT_TABLE_PREFIX, TABLE_PREFIX, Tables
 from .statements import (
     Statements,
@@ -206,38 +210,60 @@ class SQLStore(ThreadedAsyncMixin):
             log.warning("ignoring corrupted token for %s in %s: %s", key, self.url, why)
             return None
 
-    def put_token(self, token: Token) -> bool:
+    def put_token(self, token: Token, *, fence: int = 0) -> bool:
         s = self._statements
+        key = token.key
         values = token_fields(token)
-        where = key_params(token.key)
-        replace = {**where, **values}
-        unless_newer = {**replace, "b_obtained_at": values["obtained_at"]}
-        row_values = {**key_of(token.key), **values}
+        where = key_params(key)
+        if fence:  # the fenced statements write the fence and are conditioned on it
+            update_stmt, replace_stmt = s.update_token_fenced_unless_newer, s.update_token_fenced
+            replace = {**where, **values, "fence": fence}
+            unless_newer = {**replace, "b_obtained_at": values["obtained_at"], "b_fence": fence}
+        else:
+            update_stmt, replace_stmt = s.update_token_unless_newer, s.update_token
+            replace = {**where, **values}
+            unless_newer = {**replace, "b_obtained_at": values["obtained_at"]}
+        row_values = {**key_of(key), **values, "fence": fence}
 
-        def update(conn: Connection) -> bool:
-            return conn.execute(s.update_token_unless_newer, unless_newer).rowcount == 1
+        def late(conn: Connection) -> bool:
+            return bool(fence) and fence_refused(s, conn, key, fence)
 
-        def insert(conn: Connection) -> bool:
+        # None from update or insert: refused by the fence, nothing more to try.
+        def update(conn: Connection) -> bool | None:
+            if late(conn):
+                return None
+            return conn.execute(update_stmt, unless_newer).rowcount == 1
+
+        def insert(conn: Connection) -> bool | None:
+            if late(conn):
+                return None
             conn.execute(s.insert_token, row_values)
             return True
 
         def settle(conn: Connection) -> bool | None:
-            # A row blocked both writes. Lock it and look: a later valid token
-            # wins; a corrupted row, or one that an older writer slipped in
-            # meanwhile, is replaced. None: the row vanished, start again.
+            # A row blocked both writes. Lock it and look: a later valid token (or
+            # one written under a later fence) wins; a corrupted row, or one that an
+            # older writer slipped in meanwhile, is replaced. None: the row
+            # vanished, start again.
+            if late(conn):
+                return False
             row = conn.execute(s.lock_token, where).first()
             if row is None:
                 return None
-            stored = self._decode_token(token.key, row)
+            if fence and int(row.fence) > fence:
+                return False
+            stored = self._decode_token(key, row)
             if stored is not None and stored.obtained_at > token.obtained_at:
                 return False
-            return conn.execute(s.update_token, replace).rowcount == 1
+            return conn.execute(replace_stmt, replace).rowcount == 1
 
         for _ in range(3):
-            if self._run("put_token", update, write=True):
-                return True
-            if self._run("put_token", insert, write=True, on_conflict=lambda: False):
-                return True
+            updated = self._run("put_token", update, write=True)
+            if updated is not False:
+                return bool(updated)
+            inserted = self._run("put_token", insert, write=True, on_conflict=lambda: False)
+            if inserted is not False:
+                return bool(inserted)
             settled = self._run("put_token", settle, write=True)
             if settled is not None:
                 return settled
@@ -261,35 +287,19 @@ class SQLStore(ThreadedAsyncMixin):
     def acquire_lease(self, key: TokenKey, ttl: float) -> Lease | None:
         # Wall-clock time: the lease is judged by every host sharing the store.
         now = self._clock.time()
-        lease = Lease(key=key, owner=secrets.token_hex(16), expires_at=now + ttl)
-        s = self._statements
-        now_us = int(now * 1_000_000)
-        expired = {**key_params(key), "b_now": now_us}
-        row = {
-            **key_of(key),
-            "owner": lease.owner,
-            "expires_at": now_us + max(int(ttl * 1_000_000), 0),
-        }
-
-        def take(conn: Connection) -> Lease | None:
-            conn.execute(s.delete_expired_lease, expired)
-            conn.execute(s.insert_lease, row)
-            return lease
-
+        take = acquire_work(self._statements, key, secrets.token_hex(16), now, ttl)
         taken = self._run("acquire_lease", take, write=True, on_conflict=lambda: None)
         # After the acquire, in a transaction of its own: it cannot fail the acquire.
         if self._sweeper.claim(now):
             self._sweeper.sweep(self._tx, now)
         return taken
 
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        renew = renew_work(self._statements, lease, self._clock.time(), ttl)
+        return self._run("renew_lease", renew, write=True)
+
     def release_lease(self, lease: Lease) -> bool:
-        statement = self._statements.release_lease
-        params = {**key_params(lease.key), "b_owner": lease.owner}
-
-        def release(conn: Connection) -> bool:
-            return conn.execute(statement, params).rowcount == 1
-
-        return self._run("release_lease", release, write=True)
+        return self._run("release_lease", release_work(self._statements, lease), write=True)
 
     # --- installations -----------------------------------------------------
 

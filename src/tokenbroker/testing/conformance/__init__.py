@@ -23,6 +23,7 @@ so they run in pytest-asyncio's strict mode as well as in auto mode).
 from __future__ import annotations
 
 from .async_twins import _AsyncConformance
+from .fencing import _FencingConformance
 
 # Re-exported: backend tests build records with it, in-process and in worker scripts.
 from .helpers import _token as _token
@@ -34,9 +35,13 @@ __all__ = ["StoreConformance"]
 
 
 # Listed last-collected first: pytest collects inherited tests in reverse MRO order,
-# so this runs the protocol check, then tokens, leases, installations, async twins.
+# so this runs the protocol check, then tokens, leases, fencing, installations, async twins.
 class StoreConformance(
-    _AsyncConformance, _InstallationConformance, _LeaseConformance, _TokenConformance
+    _AsyncConformance,
+    _InstallationConformance,
+    _FencingConformance,
+    _LeaseConformance,
+    _TokenConformance,
 ):
     """What every ``Store`` guarantees, as tests. Subclass it; provide ``store``.
 
