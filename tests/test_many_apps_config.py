@@ -153,6 +153,10 @@ class TestRefusals:
                 "apps.a.auth_grace: must be finite and at least 0",
             ),
             (
+                '[apps.a]\napp_id = "x"\napp_secret = "s"\nmetrics = "off"',
+                "apps.a.metrics: must be true or false, not 'off'",
+            ),
+            (
                 '[apps.a]\napp_id = "tokenbroker~x"\napp_secret = "s"',
                 "apps.a.app_id: 'tokenbroker~x' is reserved",
             ),
@@ -263,6 +267,18 @@ class TestTheEnvironment:
             7.0,
         )
         assert app.api_url == "https://www.wixapis.com"
+
+    def test_metrics_are_on_unless_the_variable_or_the_file_turns_them_off(
+        self, tmp_path: Path
+    ) -> None:
+        assert Config.from_env(self.ENV).app("default").metrics is True
+        off = Config.from_env({**self.ENV, "TOKENBROKER_METRICS": "off"})
+        assert off.app("default").metrics is False
+        assert off.app("default").broker_kwargs()["metrics"] is False
+        text = '[apps.a]\napp_id = "x"\napp_secret = "s"\nmetrics = false\n'
+        text += '[apps.b]\napp_id = "y"\napp_secret = "s"\n'
+        config = load_config(write(tmp_path, text))
+        assert (config.app("a").metrics, config.app("b").metrics) == (False, True)
 
     def test_the_settings_errors_are_unchanged(self) -> None:
         with pytest.raises(ConfigError, match=r"^TOKENBROKER_APP_ID is not set$"):

@@ -15,6 +15,7 @@ import pytest
 from tokenbroker import StoreUnavailable, TokenBroker, TransientProviderError
 from tokenbroker.core.errors import ConfigError
 from tokenbroker.core.metrics import REGISTRY, Registry, outcome_of, status_class
+from tokenbroker.settings import Settings
 from tokenbroker.testing.emulator import WixEmulator
 
 from .conftest import APP_SECRET, INSTANCE
@@ -281,3 +282,112 @@ def test_webhooks_are_counted_accepted_duplicate_stale_and_rejected(emu: WixEmul
     assert value(webhooks, app, "AppRemoved", "accepted") == 1
     assert value(webhooks, app, "AppInstalled", "stale") == 1
     assert value(webhooks, app, "unknown", "rejected") == 1
+
+
+# -- the switch: metrics=False -------------------------------------------------------------
+def test_remove_source_stops_reading_that_owner_only() -> None:
+    registry = Registry()
+    counter = registry.counter("t_total", "help", ("a",))
+
+    class Owner:
+        def __init__(self, hits: int) -> None:
+            self.hits = hits
+
+    kept, removed = Owner(1), Owner(10)
+    counter.add_source(kept, lambda o: [(("x",), float(o.hits))])
+    counter.add_source(removed, lambda o: [(("x",), float(o.hits))])
+    assert registry.value("t_total", ("x",)) == 11
+    counter.remove_source(removed)
+    assert registry.value("t_total", ("x",)) == 1
+    counter.remove_source(removed)  # again: nothing left to remove
+    assert registry.value("t_total", ("x",)) == 1
+
+
+def series_of(app: str) -> list[str]:
+    """The families with any sample labelled with ``app``."""
+    return [
+        snapshot.name
+        for snapshot in REGISTRY.collect()
+        if any(labels[:1] == (app,) for labels, _ in snapshot.samples)
+    ]
+
+
+def test_with_metrics_off_hits_count_nothing_and_nothing_is_read_at_scrape(
+    emu: WixEmulator,
+) -> None:
+    app = emu.app_id
+    with make_broker(emu, metrics=False) as broker:
+        assert broker.metrics is False
+        broker.add_installation(INSTANCE)
+        first = broker.token(INSTANCE)
+        for _ in range(10):
+            assert broker.token(INSTANCE) is first
+        assert value(TOKENS, app, "near", "ok") == 0
+        # no scrape-time readings of its own: installations, breaker, degraded, near hits
+        gauges = {"tokenbroker_installations", "tokenbroker_breaker_open"}
+        gauges.add("tokenbroker_store_degraded")
+        assert not gauges.intersection(series_of(app))
+        # the slow path's counters still count: they cost nothing next to a fetch
+        assert value(TOKENS, app, "provider", "ok") == 1
+    gc.collect()
+    assert value(TOKENS, app, "near", "ok") == 0  # nothing settled when it closed
+
+
+async def test_with_metrics_off_async_hits_count_nothing(emu: WixEmulator) -> None:
+    app = emu.app_id
+    async with make_broker(emu, metrics=False) as broker:
+        first = await broker.atoken(INSTANCE)
+        for _ in range(5):
+            assert await broker.atoken(INSTANCE) is first
+    assert value(TOKENS, app, "near", "ok") == 0
+
+
+def test_metrics_on_is_the_default_and_counts_the_inlined_hits(emu: WixEmulator) -> None:
+    app = emu.app_id
+    with make_broker(emu) as broker:
+        assert broker.metrics is True
+        broker.token(INSTANCE)
+        broker.token(INSTANCE)
+        assert value(TOKENS, app, "near", "ok") == 1
+        assert "tokenbroker_store_degraded" in series_of(app)
+
+
+def test_metrics_must_be_a_bool(emu: WixEmulator) -> None:
+    with pytest.raises(ConfigError, match="metrics must be True or False, not 'off'"):
+        make_broker(emu, metrics="off")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, True), ("", True), ("on", True), ("off", False), ("0", False)]
+)
+def test_tokenbroker_metrics_in_the_environment(raw: str | None, expected: bool) -> None:
+    env = {
+        "TOKENBROKER_APP_ID": "app",
+        "TOKENBROKER_APP_SECRET": "s",
+        "TOKENBROKER_STORE": "memory://",
+    }
+    if raw is not None:
+        env["TOKENBROKER_METRICS"] = raw
+    assert Settings.from_env(env).metrics is expected
+
+
+def test_a_bad_tokenbroker_metrics_names_the_variable() -> None:
+    env = {"TOKENBROKER_APP_ID": "app", "TOKENBROKER_APP_SECRET": "s"}
+    env["TOKENBROKER_METRICS"] = "sometimes"
+    with pytest.raises(ConfigError, match="TOKENBROKER_METRICS must be true or false"):
+        Settings.from_env(env)
+
+
+def test_from_env_with_metrics_off_builds_a_broker_without_them(emu: WixEmulator) -> None:
+    env = {
+        "TOKENBROKER_APP_ID": emu.app_id,
+        "TOKENBROKER_APP_SECRET": APP_SECRET,
+        "TOKENBROKER_STORE": "memory://",
+        "TOKENBROKER_API_URL": emu.url,
+        "TOKENBROKER_METRICS": "off",
+    }
+    with TokenBroker.from_env(env) as broker:
+        broker.token(INSTANCE)
+        broker.token(INSTANCE)
+        assert broker.metrics is False
+        assert value(TOKENS, emu.app_id, "near", "ok") == 0

@@ -63,7 +63,7 @@ SLUG_RULE: Final = "a lowercase letter, then up to 62 lowercase letters, digits,
 _TOP_KEYS: Final = frozenset({"store", "encryption_key", "encryption_key_file", "apps"})
 BROKER_KEYS: Final = (
     *("app_id", "app_secret", "provider", "provider_options", "public_key", "api_url"),
-    *("auto_finish_setup", "not_installed", "auth_grace"),
+    *("auto_finish_setup", "not_installed", "auth_grace", "metrics"),
 )
 """The ``AppConfig`` fields that are ``TokenBroker`` keyword arguments of the same name."""
 _APP_KEYS: Final = frozenset(
@@ -101,8 +101,8 @@ class AppConfig:
 
     ``api_url`` defaults to Wix's for a ``wix`` app; ``None`` (another provider's,
     not set) leaves it to ``TokenBroker``'s default. ``not_installed`` and
-    ``auth_grace`` are ``TokenBroker``'s options of the same names
-    (``TOKENBROKER_WIX_NOT_INSTALLED`` and ``TOKENBROKER_AUTH_GRACE``).
+    ``auth_grace`` (and ``metrics``) are ``TokenBroker``'s options of the same names
+    (``TOKENBROKER_WIX_NOT_INSTALLED``, ``TOKENBROKER_AUTH_GRACE``, ``TOKENBROKER_METRICS``).
     """
 
     name: str = attrs.field(validator=_valid_name)
@@ -115,6 +115,7 @@ class AppConfig:
     auto_finish_setup: bool = False
     not_installed: tuple[str, ...] = ()
     auth_grace: float = 30.0
+    metrics: bool = True
 
     def broker_kwargs(self) -> dict[str, Any]:
         """The ``TokenBroker`` keyword arguments for this app (no store)."""
@@ -183,6 +184,7 @@ class Config:
             auto_finish_setup=settings.auto_finish_setup,
             not_installed=settings.wix_not_installed,
             auth_grace=settings.auth_grace,
+            metrics=settings.metrics,
         )
         return cls(
             store=settings.store,
@@ -365,10 +367,11 @@ class _Reader:
             auto_finish_setup=self.flag(table, "auto_finish_setup", where),
             not_installed=self.not_installed(table, where),
             auth_grace=self.grace(table, where),
+            metrics=self.flag(table, "metrics", where, default=True),
         )
 
-    def flag(self, table: Mapping[str, Any], key: str, where: str) -> bool:
-        value = table.get(key, False)
+    def flag(self, table: Mapping[str, Any], key: str, where: str, default: bool = False) -> bool:
+        value = table.get(key, default)
         if not isinstance(value, bool):
             self.fail(where + key, f"must be true or false, not {value!r}")
         return value

@@ -14,6 +14,7 @@ reads them as the app named ``default``; a config file names any number).
 | ``TOKENBROKER_AUTO_FINISH_SETUP`` | ``true``: send APP_FINISHED_CONFIGURATION on install |
 | ``TOKENBROKER_WIX_NOT_INSTALLED`` | more "not installed" codes and ``text:<phrase>``, by commas |
 | ``TOKENBROKER_AUTH_GRACE`` | seconds in which a second 401 gets no new token (default 30) |
+| ``TOKENBROKER_METRICS`` | ``off``: no counting on the cache-hit path, no scrape readings |
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     value = env.get(name, "").strip().lower()
+    if not value:
+        return default
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -128,6 +131,8 @@ class Settings:
     """Entries for ``ProviderConfig.not_installed``: ``CODE`` or ``text:<phrase>``."""
     auth_grace: float = 30.0
     """Seconds in which a second 401 for an instance gets no new token."""
+    metrics: bool = True
+    """``TokenBroker(metrics=...)``: count cache hits and register scrape readings."""
 
     @classmethod
     def from_env(
@@ -164,4 +169,5 @@ class Settings:
             auto_finish_setup=_flag(env, "TOKENBROKER_AUTO_FINISH_SETUP"),
             wix_not_installed=_not_installed(env),
             auth_grace=_auth_grace(env),
+            metrics=_flag(env, "TOKENBROKER_METRICS", default=True),
         )

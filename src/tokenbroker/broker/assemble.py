@@ -18,6 +18,7 @@ from ..core.engine import TokenEngine
 from ..core.errors import ConfigError
 from ..core.health import is_reserved
 from ..core.health_policy import Backoff
+from ..core.metrics import STORE_DEGRADED, TOKEN_REQUESTS
 from ..core.nearcache import NearCache
 from ..core.policy import RefreshPolicy
 from ..core.protocols import ProviderConfig, Store, TokenProvider
@@ -41,6 +42,7 @@ class Parts:
     policy: RefreshPolicy
     engine: TokenEngine
     near_cache_size: int
+    metrics: bool = True
 
 
 def assemble(
@@ -66,6 +68,7 @@ def assemble(
     not_installed: Sequence[str] = (),
     provider_options: Mapping[str, Any] | None = None,
     near: NearCache | None = None,
+    metrics: bool = True,
 ) -> Parts:
     """Resolve and wire a broker's parts; a bad setting is a ``ConfigError``.
 
@@ -74,9 +77,12 @@ def assemble(
     goes to the provider (``ProviderConfig.not_installed``), and so do
     ``provider_options`` (``ProviderConfig.options``) and the resolved store
     (``ProviderConfig.store``). ``near`` is a ready near cache to use instead of
-    making one (``TokenBrokers`` shares one across its apps).
+    making one (``TokenBrokers`` shares one across its apps). ``metrics=False``
+    takes the engine's scrape-time readings back out of the registry.
     """
     app_id = validate_id(app_id, "app id")
+    if not isinstance(metrics, bool):
+        raise ConfigError(f"metrics must be True or False, not {metrics!r}")
     if is_reserved(app_id):
         raise ConfigError(f"app id {app_id!r} is reserved for tokenbroker's own records")
     secret = check_secret(app_secret, provider)
@@ -137,6 +143,9 @@ def assemble(
         on_health_changed=health_changed,
         app=app_id,
     )
+    if not metrics:  # the engine registers its readings as it is built
+        TOKEN_REQUESTS.remove_source(engine)
+        STORE_DEGRADED.remove_source(engine)
     return Parts(
         app_id=app_id,
         clock=clock,
@@ -146,6 +155,7 @@ def assemble(
         policy=policy,
         engine=engine,
         near_cache_size=max(near_cache_size, 1),
+        metrics=metrics,
     )
 
 
@@ -243,6 +253,7 @@ def settings_kwargs(settings: Settings) -> dict[str, Any]:
         "auto_finish_setup": settings.auto_finish_setup,
         "not_installed": settings.wix_not_installed,
         "auth_grace": settings.auth_grace,
+        "metrics": settings.metrics,
     }
 
 

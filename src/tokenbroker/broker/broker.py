@@ -8,15 +8,16 @@ flat names stay as thin delegates.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from ..core.clock import Clock
+from ..core.clock import Clock, SystemClock
 from ..core.engine import TokenEngine
 from ..core.health_policy import Backoff
 from ..core.installation import Installation
-from ..core.nearcache import NearCache
+from ..core.nearcache import Entry, NearCache
 from ..core.policy import RefreshPolicy
 from ..core.protocols import Store, TokenProvider
 from ..core.secret import Secret
@@ -61,6 +62,9 @@ class TokenBroker:
     "not installed" to the provider's assumed ones (see the Wix facts page).
     ``backoff`` is how an installation Wix keeps refusing backs off (``Backoff()``: 30 s
     growing with jitter to 1 h; see the installation health page).
+    ``metrics=False`` (``TOKENBROKER_METRICS=off``) counts nothing on the cache-hit
+    path and registers no scrape-time readings for this broker (see the
+    observability page); on by default.
     """
 
     installations: Installations
@@ -98,6 +102,7 @@ class TokenBroker:
         not_installed: Sequence[str] = (),
         backoff: Backoff | None = None,
         provider_options: Mapping[str, Any] | None = None,
+        metrics: bool = True,
     ) -> None:
         self.auth_grace = check_grace(auth_grace, "auth_grace")
         parts = assemble(
@@ -122,6 +127,7 @@ class TokenBroker:
             not_installed=not_installed,
             backoff=backoff,
             provider_options=provider_options,
+            metrics=metrics,
         )
         self.app_id = parts.app_id
         # The API the app calls (the proxy forwards to it): the one given, else the
@@ -138,6 +144,16 @@ class TokenBroker:
         self._engine = parts.engine
         self._keys: dict[str, TokenKey] = {}
         self._keys_max = parts.near_cache_size
+        self._metrics = parts.metrics
+        # The hit path reads these directly (see ``token``): this app's near entries by
+        # instance id, and the clock's own function (the builtin for the system clock).
+        near = self._engine.near
+        self._near: Mapping[str, Entry] = (
+            near.scope(self.provider.name, self.app_id) if near is not None else {}
+        )
+        self._now: Callable[[], float] = (
+            time.time if type(self.clock) is SystemClock else self.clock.time
+        )
         self._remints = RemintGuard(self._engine)
         self.installations = Installations(
             app_id=self.app_id,
@@ -158,7 +174,8 @@ class TokenBroker:
         self.refresher = Refresher(
             engine=self._engine, installations=self.installations, clock=self.clock, key=self.key
         )
-        report(self)
+        if self._metrics:
+            report(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -189,16 +206,43 @@ class TokenBroker:
         return key
 
     @property
+    def metrics(self) -> bool:
+        """Whether this broker counts cache hits and registers its scrape-time readings."""
+        return self._metrics
+
+    @property
     def engine(self) -> TokenEngine:
         """The get-or-refresh engine behind ``token``."""
         return self._engine
 
+    # The hit is inlined in ``token`` and ``atoken``: one lookup on the caller's string
+    # in this app's near entries and one clock read, the engine's own first test
+    # (``now < refresh_at``, which holds the near cache's max age too). Anything else
+    # (no entry, due, an id that is not a string) goes to the engine by its validated
+    # key, which decides as it always did: an entry exists only for an id that was
+    # validated when its token was kept, so an id never seen is still refused there.
     def token(self, instance_id: str) -> Token:
         """A token for the installation that is not expired and not about to."""
+        try:
+            entry = self._near.get(instance_id)
+        except TypeError:  # unhashable: let validation say what is wrong
+            entry = None
+        if entry is not None and self._now() < entry:  # the entry is its serve-until time
+            if self._metrics:
+                self._engine.near_hits += 1
+            return entry.token
         return self._engine.get(self.key(instance_id))
 
     async def atoken(self, instance_id: str) -> Token:
         """The async twin of ``token``: never blocks the event loop."""
+        try:
+            entry = self._near.get(instance_id)
+        except TypeError:
+            entry = None
+        if entry is not None and self._now() < entry:
+            if self._metrics:
+                self._engine.near_hits += 1
+            return entry.token
         return await self._engine.aget(self.key(instance_id))
 
     def invalidate(self, token: Token) -> None:
@@ -304,7 +348,8 @@ class TokenBroker:
     # -- lifecycle -----------------------------------------------------------------
     def close(self) -> None:
         """Close the provider's HTTP clients, and the store if the broker opened it."""
-        self._engine.settle_counts()
+        self._settle()
+        self._engine.close()  # its lease watchdog's thread
         self.provider.close()
         if self._owns_store:
             self.store.close()
@@ -312,10 +357,16 @@ class TokenBroker:
     async def aclose(self) -> None:
         """Close everything ``close`` does, plus this loop's clients and background refreshes."""
         await self._engine.aclose()
-        self._engine.settle_counts()
+        self._settle()
         await self.provider.aclose()
         if self._owns_store:
             await self.store.aclose()
+
+    def _settle(self) -> None:
+        """Keep the near-hit count in the registry once this broker stops being read
+        (without metrics nothing of it is reported: the engine's own hits neither)."""
+        if self._metrics:
+            self._engine.settle_counts()
 
     def __enter__(self) -> Self:
         return self

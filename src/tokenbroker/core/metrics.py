@@ -8,10 +8,11 @@ exporter (the ``/metrics`` endpoint of ``tokenbroker serve``, see
 Three kinds of family:
 
 * ``Counter``: ``inc(labels)`` adds to a running total. A family may also have
-  *sources*, callbacks read at scrape time: the engine counts near-cache hits in
-  one integer attribute of its own (``TokenEngine.near_hits``) and a source turns
-  it into ``tokenbroker_token_requests_total{source="near"}`` when scraped, so a
-  hit costs one integer increment and nothing else.
+  *sources*, callbacks read at scrape time: near-cache hits are counted in one
+  integer attribute of the engine (``TokenEngine.near_hits``; the broker's inlined
+  hit path bumps the same one) and a source turns it into
+  ``tokenbroker_token_requests_total{source="near"}`` when scraped, so a hit costs
+  one integer increment and nothing else (nothing at all with ``metrics=False``).
 * ``Gauge``: values set directly or, usually, computed by sources at scrape time
   (several sources reporting the same labels: the largest wins).
 * ``Histogram``: ``observe(labels, value)`` into fixed cumulative buckets.
@@ -114,6 +115,13 @@ class _Family:
         """Read ``read(owner)`` at every scrape while ``owner`` is alive."""
         with self._lock:
             self._sources.append(_Source(owner, read))
+
+    def remove_source(self, owner: object) -> None:
+        """Stop reading every source of ``owner`` (a broker built with metrics off)."""
+        with self._lock:
+            self._sources = [
+                s for s in self._sources if (held := s.ref()) is not None and held is not owner
+            ]
 
     def _read_sources(self) -> list[tuple[Labels, float]]:
         with self._lock:
