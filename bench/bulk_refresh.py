@@ -16,7 +16,8 @@ Memory is the RSS delta (``/proc/self/statm``): resident set after the refresh, 
 report dropped and ``gc.collect()`` run, minus the resident set just before it (after a
 warm-up ``broker.token()`` that built the HTTP client and imported what a fetch needs).
 It includes what the allocator keeps but does not hand back, so it is an upper bound.
-Store calls are counted on a proxy in front of the engine's store (the flow ops);
+Store calls are counted on proxies in front of the engine's store (the per-key flow
+ops) and of the refresher's batch operations (``bulk_for``; one call a batch);
 round trips are SQL statements executed (SQLAlchemy ``before_cursor_execute``, plus
 commits, plus on a server the driver's own ``BEGIN`` of each transaction) or Redis
 packets sent (``send_packed_command``: a pipeline is one).
@@ -26,8 +27,10 @@ a GIL with it, as Wix would not; it waits, once warmed up, for the counters to b
 PostgreSQL and Redis are the shared servers (``tokenbroker.testing.servers``) under a
 prefix of this run's own, removed afterwards; SQLite is a temp file.
 
-100,000 installations on PostgreSQL and Redis take about 25 minutes, so they run only
-when asked: ``TOKENBROKER_BENCH_BULK_LARGE=1`` adds them, ``=only`` runs them alone.
+100,000 installations on PostgreSQL and Redis take a while (seeding them most of it),
+so they run only when asked: ``TOKENBROKER_BENCH_BULK_LARGE=1`` adds them, ``=only``
+runs them alone. ``TOKENBROKER_BENCH_BULK_STORES=postgresql,redis`` keeps only the
+stores named (SQLite, PostgreSQL, Redis).
 """
 
 from __future__ import annotations
@@ -128,6 +131,9 @@ if mode == "refresh":
         inner = getattr(engine, attr, None)
         if inner is not None:
             setattr(engine, attr, proxies.setdefault(id(inner), Counting(inner)))
+    import tokenbroker.broker.refresh as refresh_module
+    bulk_for = refresh_module.bulk_for
+    refresh_module.bulk_for = lambda store: Counting(bulk_for(store))  # the batch calls
     gc.collect()
     go()
     calls.clear(); trips.clear()
@@ -390,6 +396,10 @@ def _size(count: int, large: bool) -> BulkTable:
             runs.append(_run(emu, HTTPX, "httpx", "-", prefix, count, timeout))
         stores, skipped = _stores(Path(tmp), large)
         notes += skipped
+        wanted = os.environ.get("TOKENBROKER_BENCH_BULK_STORES", "")
+        if wanted:  # e.g. "postgresql,redis": the others are left out of this run
+            chosen = {name.strip().casefold() for name in wanted.split(",")}
+            stores = [b for b in stores if b.label.casefold() in chosen]
         for backend in stores:
             try:
                 started = time.perf_counter()

@@ -182,6 +182,34 @@ class TestCommands:
         assert "shop: 1 installation(s)" in result.stdout
         assert "crm: failed never-installed: " in result.stderr
 
+    def test_refresh_json_is_a_line_an_app_with_counts_and_reasons(
+        self, config_file: Path, crm_wix: WixEmulator
+    ) -> None:
+        with_config(config_file, "installations", "add", "--app", "shop", "inst-1")
+        with_config(config_file, "installations", "add", "--app", "crm", "never-installed")
+        result = with_config(config_file, "refresh", "--no-progress", "--json")
+        assert result.exit_code == 1
+        shop, crm = (json.loads(line) for line in result.stdout.splitlines())
+        assert (shop["app"], shop["total"], shop["refreshed"], shop["failed"]) == (
+            "shop",
+            1,
+            1,
+            [],
+        )
+        assert crm["app"] == "crm"
+        assert [row["instance_id"] for row in crm["failed"]] == ["never-installed"]
+        assert crm["failed"][0]["reason"]
+        assert result.stderr == ""
+
+    def test_refresh_json_of_one_app_names_it(self, config_file: Path) -> None:
+        with_config(config_file, "installations", "add", "--app", "shop", "inst-1")
+        result = with_config(config_file, "refresh", "--app", "shop", "--json")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert (report["app"], report["refreshed"], report["error"]) == ("shop", 1, None)
+        again = json.loads(with_config(config_file, "refresh", "--app", "shop", "--json").stdout)
+        assert (again["refreshed"], again["fresh"]) == (0, 1)
+
     def test_refresh_with_progress_shows_each_app(self, config_file: Path) -> None:
         with_config(config_file, "installations", "add", "--app", "shop", "inst-1")
         result = with_config(config_file, "refresh", "--progress")

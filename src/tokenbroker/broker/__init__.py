@@ -9,12 +9,13 @@ from .auth import BrokerAuth
 from .broker import TokenBroker
 from .brokers import TokenBrokers
 from .installations import Installations
-from .refresh import RateGuard, Refresher, RefreshReport, RefreshResult
+from .refresh import RateBudget, RateGuard, Refresher, RefreshReport, RefreshResult
 from .webhooks import WebhookOutcome, Webhooks
 
 __all__ = [
     "BrokerAuth",
     "Installations",
+    "RateBudget",
     "RateGuard",
     "RefreshReport",
     "RefreshResult",

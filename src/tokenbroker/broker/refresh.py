@@ -1,21 +1,22 @@
 """The bulk refresher: keep every installation's token fresh ahead of need.
 
-``broker.refresher.refresh_due(within=1800, concurrency=20)`` walks the active
-installations (removed ones are never refreshed) and, for each whose stored
-token is missing or expires within ``within`` seconds, gets a new one through
-the same path ``broker.token()`` uses: fleet-wide lease, compare-and-set write,
-so several refreshers and the app's own callers never fetch one token twice.
+``broker.refresher.refresh_due(within=1800, concurrency=20)`` asks the store for
+the active installations (removed ones are never refreshed) whose token is
+missing, expires within ``within`` seconds or is due by the refresh policy, a
+page at a time, and refreshes them in batches (``tokenbroker.broker.bulk_refresh``):
+fleet-wide leases, fenced compare-and-set writes, so several refreshers and the
+app's own callers never fetch one token twice, with at most ``concurrency``
+requests to Wix in flight. A dead installation that was installed again since
+goes through the engine's per-key flow (``_one_flow``), which revives it.
 
 A per-instance rate guard keeps a refresher from asking Wix for one instance
 more than once per ``min_interval`` (default 60 s), and honours a 429's
 ``Retry-After`` for that instance, so ``--watch`` loops cannot trip Wix's
 per-instance limit (about 200 requests a minute).
 
-Installation health (``tokenbroker.core.health``) is read in one walk of the store
-per run: a dead installation is skipped, and so is a failing one whose back-off
-has not run out, without a request to Wix (the engine checks again under the
-lease, so a refresher never asks Wix for an installation another process has just
-seen fail).
+Installation health (``tokenbroker.core.health``) comes with the listing: a dead
+installation is skipped, and so is a failing one whose back-off has not run out,
+without a request to Wix; it is written only when a fetch changes it.
 """
 
 from __future__ import annotations
@@ -24,21 +25,38 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Final, Literal
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-import attrs
-
+from ..backends.bulk import bulk_for
+from ..core.bulk import BulkTokenStore, Due, DuePage
 from ..core.clock import Clock, to_timestamp
 from ..core.engine import TokenEngine
-from ..core.errors import ConfigError, InvalidCredentials, RateLimited, TokenBrokerError
+from ..core.errors import InvalidCredentials, RateLimited, StorageError, TokenBrokerError
 from ..core.flow import Flow, run_async, run_sync
-from ..core.health import REMOVED
 from ..core.health_policy import is_remembered
 from ..core.ops import GetToken
 from ..core.policy import TokenState
 from ..core.tracing import span
+from .bulk_ports import TaskPort, ThreadPort
+from .bulk_refresh import PAGE, WORKERS, BatchRun, batch_size, chunks
+from .refresh_types import (
+    DEFAULT_MIN_INTERVAL,
+    REFUSED,
+    AppProgress,
+    AppStart,
+    Progress,
+    RateBudget,
+    RateGuard,
+    RefreshReport,
+    RefreshResult,
+    RunState,
+    Start,
+    check_arguments,
+    not_now,
+)
 
 if TYPE_CHECKING:
     from ..core.health import InstallationHealth
@@ -47,115 +65,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tokenbroker.refresh")
 
-Outcome = Literal["refreshed", "fresh", "skipped", "failed"]
-DEFAULT_MIN_INTERVAL: Final = 60.0
-
-
-@attrs.frozen
-class RefreshResult:
-    instance_id: str
-    outcome: Outcome
-    reason: str | None = None
-
-
-@attrs.define
-class RefreshReport:
-    """What one bulk refresh did."""
-
-    refreshed: list[str] = attrs.field(factory=list)
-    fresh: list[str] = attrs.field(factory=list)
-    skipped: list[tuple[str, str]] = attrs.field(factory=list)
-    failed: list[tuple[str, str]] = attrs.field(factory=list)
-    seconds: float = 0.0
-    error: str | None = None
-    """Why the run stopped before it began (the installations could not be listed):
-    set only by the many-apps walk (``refresh_apps``), which goes on to the next app."""
-
-    def add(self, result: RefreshResult) -> None:
-        if result.outcome == "refreshed":
-            self.refreshed.append(result.instance_id)
-        elif result.outcome == "fresh":
-            self.fresh.append(result.instance_id)
-        elif result.outcome == "skipped":
-            self.skipped.append((result.instance_id, result.reason or ""))
-        else:
-            self.failed.append((result.instance_id, result.reason or ""))
-
-    @property
-    def total(self) -> int:
-        return len(self.refreshed) + len(self.fresh) + len(self.skipped) + len(self.failed)
-
-    def summary(self) -> str:
-        if self.error is not None:
-            return f"not run: {self.error}"
-        return (
-            f"{self.total} installation(s) in {self.seconds:.1f}s: "
-            f"{len(self.refreshed)} refreshed, {len(self.fresh)} still fresh, "
-            f"{len(self.skipped)} skipped, {len(self.failed)} failed"
-        )
-
-
-class RateGuard:
-    """Per-instance spacing of upstream requests made by refreshers in this process."""
-
-    def __init__(self, min_interval: float = DEFAULT_MIN_INTERVAL) -> None:
-        self.min_interval = min_interval
-        self._not_before: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def wait_needed(self, instance_id: str, now: float) -> float:
-        with self._lock:
-            return max(self._not_before.get(instance_id, 0.0) - now, 0.0)
-
-    def note(self, instance_id: str, now: float, retry_after: float | None = None) -> None:
-        with self._lock:
-            self._not_before[instance_id] = now + max(self.min_interval, retry_after or 0.0)
-
-
-def _not_now(health: InstallationHealth | None, now: float) -> str | None:
-    """Why an installation is not to be asked for now, if it is dead or backing off."""
-    if health is None or not health.backing_off(now):
-        return None
-    if health.dead:
-        why = "removed" if health.dead_reason == REMOVED else "Wix says it is not installed"
-        return f"dead ({why}): not fetched until it is installed again"
-    assert health.next_attempt is not None
-    error = f" ({health.error.kind})" if health.error is not None else ""
-    return (
-        f"backing off after {health.failures} failure(s){error}: next attempt at "
-        f"{health.next_attempt.isoformat(timespec='seconds')}"
-    )
-
-
-def _check(within: float, concurrency: int) -> None:
-    if within < 0:
-        raise ConfigError(f"within must not be negative, not {within}")
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
-
-
-@attrs.define
-class _Run:
-    """What one bulk refresh has learnt so far that concerns every installation."""
-
-    refused: str | None = None
-    """Set once Wix refuses the app's credentials: the rest are not asked for."""
-
-
-Progress = Callable[[RefreshResult], None]
-Start = Callable[[int], None]
-AppProgress = Callable[[str, RefreshResult], None]
-"""``progress(app_name, result)`` of the many-apps walk."""
-AppStart = Callable[[str, int], None]
-"""``on_start(app_name, total)`` of the many-apps walk."""
+__all__ = [
+    "DEFAULT_MIN_INTERVAL",
+    "RateBudget",
+    "AppProgress",
+    "AppStart",
+    "Progress",
+    "Start",
+    "RateGuard",
+    "RefreshReport",
+    "RefreshResult",
+    "Refresher",
+    "arefresh_apps",
+    "refresh_apps",
+]
 
 
 class Refresher:
     """``broker.refresher``: the bulk refresher of one app.
 
-    Each installation goes through one flow (``_one_flow``) over the engine's own
-    refresh flow, so the engine is the port: the sync refresher drives it on
-    worker threads, the async one on tasks.
+    Batches go through ``BatchRun.batch_flow``, driven on worker threads
+    (``refresh_due``) or tasks (``arefresh_due``); what the batches do not serve goes
+    through one flow per installation (``_one_flow``) over the engine's own refresh
+    flow, the engine its port.
     """
 
     def __init__(
@@ -172,16 +104,19 @@ class Refresher:
         self._clock = clock
         self._key = key
         self.guard = guard or RateGuard()
+        self.budget: RateBudget | None = None
+        """The app's requests a second (``RateBudget``), none by default: set it to
+        cap them as well as ``concurrency`` (``tokenbroker refresh --rate``)."""
 
     def _one_flow(
-        self, instance_id: str, health: InstallationHealth | None, within: float, run: _Run
+        self, instance_id: str, health: InstallationHealth | None, within: float, run: RunState
     ) -> Flow[RefreshResult]:
         """The decisions for one installation, written once for threads and tasks."""
         engine, guard = self._engine, self.guard
         if run.refused is not None:  # asking again would only spend the budget
             return RefreshResult(instance_id, "skipped", run.refused)
         now = self._clock.time()
-        if (why := _not_now(health, now)) is not None:
+        if (why := not_now(health, now)) is not None:
             return RefreshResult(instance_id, "skipped", why)
         key = self._key(instance_id)
         want_until = now + within
@@ -205,7 +140,7 @@ class Refresher:
             return RefreshResult(instance_id, "failed", str(exc))
         except InvalidCredentials as exc:
             first = run.refused is None
-            run.refused = "not tried: Wix refused the app's credentials"
+            run.refused = REFUSED
             if first:
                 return RefreshResult(instance_id, "failed", str(exc))
             return RefreshResult(instance_id, "skipped", run.refused)
@@ -227,39 +162,90 @@ class Refresher:
         progress: Progress | None = None,
         on_start: Start | None = None,
     ) -> RefreshReport:
-        """Refresh every active installation whose token is missing or expires within
-        ``within`` seconds: ``concurrency`` worker threads on the sync path."""
-        _check(within, concurrency)
+        """Refresh every active installation whose token is missing or due within
+        ``within`` seconds: batches on worker threads, ``concurrency`` requests at most
+        in flight. ``on_start(total)`` is called before the first result and after each
+        page of the listing, with the installations listed so far."""
+        check_arguments(within, concurrency)
         with span("tokenbroker.bulk_refresh", app=self._installations.app_id) as current:
             report = self._refresh_due(within, concurrency, progress, on_start)
             current.set_attribute("refreshed", len(report.refreshed))
             current.set_attribute("failed", len(report.failed))
         return report
 
+    def _batch_run(self, within: float) -> tuple[BatchRun, BulkTokenStore]:
+        engine = self._engine
+        app = engine.app or self._installations.app_id
+        now = self._clock.time()
+        run = BatchRun(engine, self.guard, app, now, now + within)
+        return run, bulk_for(self._installations.store)
+
     def _refresh_due(
         self, within: float, concurrency: int, progress: Progress | None, on_start: Start | None
     ) -> RefreshReport:
         started = time.monotonic()
-        ids = [(i.instance_id, health) for i, health in self._installations.list_with_health()]
-        if on_start is not None:
-            on_start(len(ids))
+        run, bulk = self._batch_run(within)
         report = RefreshReport()
-        run = _Run()
         lock = threading.Lock()
+        size = batch_size(concurrency)
 
-        def work(item: tuple[str, InstallationHealth]) -> None:
-            instance_id, health = item
-            result = run_sync(self._one_flow(instance_id, health, within, run), self._engine)
+        def told(results: list[RefreshResult]) -> None:
             with lock:
-                report.add(result)
-                if progress is not None:
-                    progress(result)
+                for result in results:
+                    report.add(result)
+                    if progress is not None:
+                        progress(result)
 
-        workers = min(concurrency, max(len(ids), 1))
-        with ThreadPoolExecutor(workers, thread_name_prefix="tokenbroker-refresh") as pool:
-            for _ in pool.map(work, ids):
-                pass
+        with (
+            ThreadPoolExecutor(concurrency, thread_name_prefix="tokenbroker-fetch") as fetches,
+            ThreadPoolExecutor(WORKERS, thread_name_prefix="tokenbroker-refresh") as batches,
+        ):
+            port = ThreadPort(self._engine, bulk, run.app, self.budget, fetches)
+
+            def work(page: DuePage) -> None:
+                sorted_ = run.sort_page(page)
+                told(sorted_.results)
+                for row in sorted_.per_key:
+                    told([self._per_key(row, within, run)])
+                for rows in chunks(sorted_.batch, size):
+                    told(self._batch(run, rows, lambda flow: run_sync(flow, port)))
+
+            listed, pending = 0, deque[Future[None]]()
+            pages = bulk.due_pages(
+                self._engine.provider.name,
+                self._installations.app_id,
+                now=run.now,
+                until=run.until,
+                page=PAGE,
+            )
+            for page in pages:
+                listed += page.total
+                if on_start is not None:
+                    on_start(listed)
+                pending.append(batches.submit(work, page))
+                while len(pending) > WORKERS:  # a page or two listed ahead, no more
+                    pending.popleft().result()
+            if listed == 0 and on_start is not None:
+                on_start(0)
+            for future in pending:
+                future.result()
         return _finish(report, started)
+
+    def _per_key(self, row: Due, within: float, run: BatchRun) -> RefreshResult:
+        flow = self._one_flow(row.key.instance_id, row.health, within, run.state)
+        return run_sync(flow, self._engine)
+
+    def _batch(
+        self,
+        run: BatchRun,
+        rows: Sequence[Due],
+        drive: Callable[[Flow[list[RefreshResult]]], list[RefreshResult]],
+    ) -> list[RefreshResult]:
+        try:
+            return drive(run.batch_flow(rows))
+        except StorageError as exc:  # this batch only: the next may find the store back
+            log.warning("bulk refresh of %d installations failed: %s", len(rows), exc)
+            return [RefreshResult(row.key.instance_id, "failed", str(exc)) for row in rows]
 
     async def arefresh_due(
         self,
@@ -269,8 +255,8 @@ class Refresher:
         progress: Progress | None = None,
         on_start: Start | None = None,
     ) -> RefreshReport:
-        """The async twin: ``concurrency`` tasks on the async path."""
-        _check(within, concurrency)
+        """The async twin: batches on tasks, ``concurrency`` requests at most in flight."""
+        check_arguments(within, concurrency)
         with span("tokenbroker.bulk_refresh", app=self._installations.app_id) as current:
             report = await self._arefresh_due(within, concurrency, progress, on_start)
             current.set_attribute("refreshed", len(report.refreshed))
@@ -281,30 +267,64 @@ class Refresher:
         self, within: float, concurrency: int, progress: Progress | None, on_start: Start | None
     ) -> RefreshReport:
         started = time.monotonic()
-        installations = await self._installations.alist_with_health()
-        if on_start is not None:
-            on_start(len(installations))
+        run, bulk = self._batch_run(within)
         report = RefreshReport()
-        run = _Run()
-        queue: asyncio.Queue[tuple[str, InstallationHealth]] = asyncio.Queue()
-        for inst, health in installations:
-            queue.put_nowait((inst.instance_id, health))
+        size = batch_size(concurrency)
+        slots = asyncio.Semaphore(concurrency)
+        port = TaskPort(self._engine, bulk, run.app, self.budget, slots)
 
-        async def worker() -> None:
-            while True:
-                try:
-                    instance_id, health = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                flow = self._one_flow(instance_id, health, within, run)
-                result = await run_async(flow, self._engine)
+        def told(results: list[RefreshResult]) -> None:
+            for result in results:
                 report.add(result)
                 if progress is not None:
                     progress(result)
 
-        workers = min(concurrency, max(len(installations), 1))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        async def drive(flow: Flow[list[RefreshResult]]) -> list[RefreshResult]:
+            return await run_async(flow, port)
+
+        async def work(page: DuePage) -> None:
+            sorted_ = run.sort_page(page)
+            told(sorted_.results)
+            for row in sorted_.per_key:
+                flow = self._one_flow(row.key.instance_id, row.health, within, run.state)
+                told([await run_async(flow, self._engine)])
+            for rows in chunks(sorted_.batch, size):
+                told(await self._abatch(run, rows, drive))
+
+        workers = asyncio.Semaphore(WORKERS)
+        tasks: list[asyncio.Task[None]] = []
+        listed = 0
+        pages = bulk.adue_pages(
+            self._engine.provider.name,
+            self._installations.app_id,
+            now=run.now,
+            until=run.until,
+            page=PAGE,
+        )
+        async for page in pages:
+            listed += page.total
+            if on_start is not None:
+                on_start(listed)
+            await workers.acquire()
+            task = asyncio.create_task(work(page))
+            task.add_done_callback(lambda _: workers.release())
+            tasks.append(task)
+        if listed == 0 and on_start is not None:
+            on_start(0)
+        await asyncio.gather(*tasks)
         return _finish(report, started)
+
+    async def _abatch(
+        self,
+        run: BatchRun,
+        rows: Sequence[Due],
+        drive: Callable[[Flow[list[RefreshResult]]], Awaitable[list[RefreshResult]]],
+    ) -> list[RefreshResult]:
+        try:
+            return await drive(run.batch_flow(rows))
+        except StorageError as exc:
+            log.warning("bulk refresh of %d installations failed: %s", len(rows), exc)
+            return [RefreshResult(row.key.instance_id, "failed", str(exc)) for row in rows]
 
 
 def _finish(report: RefreshReport, started: float) -> RefreshReport:
@@ -339,7 +359,7 @@ def refresh_apps(
     """Each app's bulk refresh in turn, each on its own budget: ``concurrency``
     workers, its own rate guard, and a credential refusal that stops that app
     alone. One app's store error is its report's ``error``; the rest still run."""
-    _check(within, concurrency)
+    check_arguments(within, concurrency)
     reports: dict[str, RefreshReport] = {}
     for name, refresher in apps:
         step, start = _per_app(name, progress, on_start)
@@ -361,7 +381,7 @@ async def arefresh_apps(
     on_start: AppStart | None = None,
 ) -> dict[str, RefreshReport]:
     """The async twin of ``refresh_apps``."""
-    _check(within, concurrency)
+    check_arguments(within, concurrency)
     reports: dict[str, RefreshReport] = {}
     for name, refresher in apps:
         step, start = _per_app(name, progress, on_start)

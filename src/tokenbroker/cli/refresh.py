@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from ..broker import RefreshReport, TokenBroker, TokenBrokers
+from ..broker.refresh import RateBudget
 from .app import app_broker, app_option, choose_app, cli_config, main, one_line, scrub, verbose
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -70,6 +72,12 @@ MIN_INTERVAL: Final = 1.0
     help="Refresh tokens that are missing or expire within this long.",
 )
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="At most this many token requests a second per app (default: no cap).",
+)
 @click.option("--watch", is_flag=True, help="Keep running, refreshing every --interval.")
 @click.option(
     "--interval",
@@ -83,14 +91,22 @@ MIN_INTERVAL: Final = 1.0
     default=None,
     help="Progress bar (default: on when stderr is a terminal).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print each run's report as one JSON object a line (with --watch, a line a run).",
+)
 @app_option
 @verbose
 def refresh(
     within: float,
     concurrency: int,
+    rate: float | None,
     watch: bool,
     interval: float,
     progress: bool | None,
+    as_json: bool,
     app: str | None,
 ) -> None:
     """Refresh every installed instance whose token is missing or due.
@@ -102,26 +118,63 @@ def refresh(
     config = cli_config()
     if app is None and len(config.apps) > 1:
         with TokenBrokers(config, degrade=watch) as brokers:
+            for name in brokers.names:
+                _cap(brokers[name], rate)
             while True:
                 reports = _refresh_all(brokers, within, concurrency, show)
                 failed = False
                 for name, report in reports.items():
-                    click.echo(f"{name}: {_clean(report.summary())}")
                     failed = failed or bool(report.failed) or report.error is not None
+                    if as_json:
+                        click.echo(_as_json(name, report))
+                        continue
+                    click.echo(f"{name}: {_clean(report.summary())}")
                     if report.error is not None:
                         click.echo(f"{name}: not run: {_clean(report.error)}", err=True)
                     for instance_id, reason in report.failed:
                         click.echo(f"{name}: failed {instance_id}: {_clean(reason)}", err=True)
                 if not _again(watch, failed, interval):
                     return
-    with app_broker(config, choose_app(config, app), degrade=watch) as current:
+    chosen = choose_app(config, app)
+    with app_broker(config, chosen, degrade=watch) as current:
+        _cap(current, rate)
         while True:
             report = _refresh_once(current, within, concurrency, show)
-            click.echo(report.summary())
-            for instance_id, reason in report.failed:
-                click.echo(f"failed {instance_id}: {_clean(reason)}", err=True)
+            if as_json:
+                click.echo(_as_json(chosen.name, report))
+            else:
+                click.echo(report.summary())
+                for instance_id, reason in report.failed:
+                    click.echo(f"failed {instance_id}: {_clean(reason)}", err=True)
             if not _again(watch, bool(report.failed), interval):
                 return
+
+
+def _cap(broker: TokenBroker, rate: float | None) -> None:
+    """Give the app's refresher its --rate (requests a second), one budget for every run."""
+    if rate is not None:
+        broker.refresher.budget = RateBudget(rate)
+
+
+def _as_json(app: str, report: RefreshReport) -> str:
+    """One run's report as a JSON line: counts of the refreshed and fresh (a fleet may
+    be large), each skipped and failed one with its reason (one line, no secrets)."""
+
+    def reasons(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+        return [{"instance_id": i, "reason": _clean(why)} for i, why in pairs]
+
+    return json.dumps(
+        {
+            "app": app,
+            "total": report.total,
+            "refreshed": len(report.refreshed),
+            "fresh": len(report.fresh),
+            "skipped": reasons(report.skipped),
+            "failed": reasons(report.failed),
+            "seconds": round(report.seconds, 3),
+            "error": None if report.error is None else _clean(report.error),
+        }
+    )
 
 
 def _clean(reason: str) -> str:
@@ -146,7 +199,7 @@ def _refresh_once(broker: TokenBroker, within: float, concurrency: int, show: bo
     with Progress(transient=True) as bar:
         task = bar.add_task("refreshing", total=None)
 
-        def start(total: int) -> None:
+        def start(total: int) -> None:  # after each page of the listing: the total so far
             bar.update(task, total=total)
 
         def step(result: Any) -> None:
@@ -169,7 +222,11 @@ def _refresh_all(
         tasks: dict[str, TaskID] = {}
 
         def start(name: str, total: int) -> None:
-            tasks[name] = bar.add_task(f"refreshing {name}", total=total)
+            # Told again after each page of the listing, with the total so far.
+            if name in tasks:
+                bar.update(tasks[name], total=total)
+            else:
+                tasks[name] = bar.add_task(f"refreshing {name}", total=total)
 
         def step(name: str, result: Any) -> None:
             bar.advance(tasks[name])

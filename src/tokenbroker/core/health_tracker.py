@@ -6,15 +6,18 @@ fetch reads the health (twice: before taking the fleet-wide lease, so that a
 back-off costs no lease, and again holding it, so that a replica that failed a
 moment ago is seen), and writes it after the answer: after a failure that counts,
 and after each minted token (``last_token_at``, ``next_refresh_at``: once per token
-lifetime). Every read and write goes through the engine's ``StoreHealth`` guard, so
-a store outage degrades as the token path does, and a write that fails is logged and
-never masks the fetch's own outcome.
+lifetime). The bulk refresher reads health with its listing and writes it only when
+it changes (``failed_at``, ``recovered``), not after every success. Every read and
+write goes through the engine's ``StoreHealth`` guard, so a store outage degrades as
+the token path does, and a write that fails is logged and never masks the fetch's
+own outcome.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from .clock import Clock
 from .degraded import StoreHealth
@@ -96,9 +99,20 @@ class HealthTracker:
         record: Installation | None,
     ) -> Flow[None]:
         """Note a failed fetch, if ``error`` says something about the installation."""
+        registry_at = record.updated_at if record is not None else None
+        yield from self.failed_at(key, current, error, registry_at)
+
+    def failed_at(
+        self,
+        key: TokenKey,
+        current: InstallationHealth | None,
+        error: BaseException,
+        registry_at: datetime | None,
+    ) -> Flow[None]:
+        """``failed``, given the registry record's ``updated_at`` rather than the
+        record (the bulk refresher's listing reads only that)."""
         if current is None:
             return
-        registry_at = record.updated_at if record is not None else None
         new = after_failure(current, error, self.clock.time(), self.backoff, registry_at)
         if new is not None:
             yield from self.write(key, current, new)
@@ -110,6 +124,14 @@ class HealthTracker:
         if current is None:
             return
         yield from self.write(key, current, after_success(current, token, self.clock.time()))
+
+    def recovered(
+        self, key: TokenKey, current: InstallationHealth | None, token: Token
+    ) -> Flow[None]:
+        """Note a minted token only if that changes the record: a success after
+        failures (the bulk refresher writes no health for each success)."""
+        if current is not None and not current.healthy:
+            yield from self.succeeded(key, current, token)
 
     def write(
         self, key: TokenKey, old: InstallationHealth, new: InstallationHealth
