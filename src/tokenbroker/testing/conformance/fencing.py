@@ -3,9 +3,7 @@ stale writes (``tokenbroker.core.fencing``)."""
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -14,7 +12,7 @@ from tokenbroker.core.protocols import Lease, Store
 from tokenbroker.core.token import TokenKey
 
 from .base import _ConformanceBase
-from .helpers import _BASE, _acquire_within, _new_key, _token
+from .helpers import _BASE, _acquire_within, _contend, _new_key, _token
 
 
 def _taken(store: Store, key: TokenKey, ttl: float = 30) -> Lease:
@@ -48,15 +46,7 @@ class _FencingConformance(_ConformanceBase):
         key = _new_key()
         released = _taken(store, key)
         assert store.release_lease(released) is True  # the record stays, free
-        start = threading.Barrier(self.threads)
-
-        def contend(_: int) -> Lease | None:
-            start.wait()
-            return store.acquire_lease(key, 60)
-
-        with ThreadPoolExecutor(self.threads) as pool:
-            results = list(pool.map(contend, range(self.threads)))
-        winners = [lease for lease in results if lease is not None]
+        winners = _contend(store, key, self.threads)
         assert len(winners) == 1
         assert winners[0].fence > released.fence
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,3 +82,16 @@ def _acquire_within(store: TokenStore, key: TokenKey, ttl: float, deadline: floa
         if time.monotonic() > give_up:
             pytest.fail(f"the lease on {key} was still held {deadline} s after its ttl")
         time.sleep(0.02)  # polling an observable state, not waiting a guessed time
+
+
+def _contend(store: TokenStore, key: TokenKey, threads: int) -> list[Lease]:
+    """``threads`` threads asking for the key's lease at the same moment: the winners."""
+    start = threading.Barrier(threads)
+
+    def contend(_: int) -> Lease | None:
+        start.wait()
+        return store.acquire_lease(key, 60)
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(contend, range(threads)))
+    return [lease for lease in results if lease is not None]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import attrs
 
-from tokenbroker.core.protocols import Lease, Store
+from tokenbroker.core.protocols import Store
 
 from .base import _ConformanceBase
-from .helpers import _acquire_within, _new_key
+from .helpers import _acquire_within, _contend, _new_key
 
 
 class _LeaseConformance(_ConformanceBase):
@@ -67,14 +64,4 @@ class _LeaseConformance(_ConformanceBase):
     def test_many_threads_contending_for_one_lease_produce_exactly_one_winner(
         self, store: Store
     ) -> None:
-        key = _new_key()
-        start = threading.Barrier(self.threads)
-
-        def contend(_: int) -> Lease | None:
-            start.wait()
-            return store.acquire_lease(key, 60)
-
-        with ThreadPoolExecutor(self.threads) as pool:
-            results = list(pool.map(contend, range(self.threads)))
-        winners = [lease for lease in results if lease is not None]
-        assert len(winners) == 1
+        assert len(_contend(store, _new_key(), self.threads)) == 1

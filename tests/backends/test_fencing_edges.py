@@ -1,5 +1,5 @@
-"""Review of lease fencing on the real backends: upgrades that race, fences that
-must stay above what the store remembers."""
+"""Lease fencing at its edges on the real backends: upgrades that race, fences that
+must stay above what the store remembers, a clock that steps back."""
 
 from __future__ import annotations
 
@@ -17,17 +17,12 @@ from tokenbroker.backends.sql import SQLStore
 from tokenbroker.core.protocols import Store
 from tokenbroker.testing.conformance.helpers import _acquire_within, _new_key, _token
 
-from .test_sql_schema import OLD_KEY, make_v1_tables
+from .test_sql_schema import OLD_KEY, database, make_v1_tables
 
 PROCESSES = 6
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'v1.db'}"
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
+__all__ = ["database"]  # the fixture, imported for pytest
 
 
 class TestUpgradesThatRace:

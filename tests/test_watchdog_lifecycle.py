@@ -1,32 +1,21 @@
-"""Review of the lease watchdog: its thread ends with its engine."""
+"""The lease watchdog's lifecycle: its thread ends with its engine and outlives a
+renewal that raises."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 
-import pytest
-
-from tokenbroker import TokenBroker
 from tokenbroker.backends.memory import MemoryStore
 from tokenbroker.core.engine import TokenEngine
 from tokenbroker.core.protocols import Lease, TokenProvider
 from tokenbroker.core.watchdog import ThreadWatchdog
-from tokenbroker.testing.emulator import WixEmulator
 
-from .conftest import APP_ID, APP_SECRET
 from .polling import wait_until
-from .test_fencing import KEY, engine_on
+from .test_fencing import KEY, engine_on, provider
 
-
-@pytest.fixture
-def provider(wix_emulator: WixEmulator) -> Iterator[TokenProvider]:
-    with TokenBroker(
-        app_id=APP_ID, app_secret=APP_SECRET, store="memory://", api_url=wix_emulator.url
-    ) as broker:
-        yield broker.provider
+__all__ = ["provider"]  # the fixture, imported for pytest
 
 
 def watchdog_thread(engine: TokenEngine) -> threading.Thread:
