@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import base64
 import logging
-import math
 import re
 import urllib.parse
 from typing import Final
 
 import httpx2
 
-from ..core.breaker import CircuitBreaker, Permit
+from ..core.breaker import CircuitBreaker
 from ..core.clock import to_datetime
-from ..core.errors import ConfigError, InvalidCredentials, ProviderError
+from ..core.credentials import guarded
+from ..core.errors import ConfigError, ProviderError
 from ..core.flow import Flow, run_async, run_sync
 from ..core.protocols import ProviderConfig
 from ..core.retry import RetryBudget
@@ -193,37 +193,15 @@ class OAuth2Provider:
 
     def _token_flow(self, key: TokenKey) -> Flow[Token]:
         request = self.token_request(key)
-        permit = self._admit_credentials()
         obtained = self._clock.time()  # counted from before the request: errs early
-        try:
-            response = yield from self.endpoint.request_flow(request, self._what)
-        except InvalidCredentials as exc:
-            if self.credentials.record_failure(permit):
-                log.warning(
-                    "%s: the client's credentials were refused %d times in a row; nothing "
-                    "is sent for %gs (last refusal: %s)",
-                    self._what,
-                    self.credentials.failures,
-                    self.credentials.current_cooldown,
-                    exc,
-                )
-            raise
-        except BaseException:
-            self.credentials.release(permit)  # no verdict on the credentials
-            raise
-        self.credentials.record_success(permit)
+        response = yield from guarded(
+            self.credentials,
+            self.endpoint.request_flow(request, self._what),
+            what=self._what,
+            refused="the client's credentials were refused",
+            log=log,
+        )
         return self.parse_token(key, response, obtained)
-
-    def _admit_credentials(self) -> Permit:
-        permit = self.credentials.allow()
-        if permit is None:
-            raise InvalidCredentials(
-                f"{self._what}: not sent: the client's credentials were refused "
-                f"{self.credentials.failures} times in a row; the next try in "
-                f"{math.ceil(self.credentials.retry_in())}s",
-                status=None,
-            )
-        return permit
 
     def parse_token(self, key: TokenKey, response: httpx2.Response, obtained: float) -> Token:
         """Strictly parse a token answer (RFC 6749 5.1); anything odd is a ProviderError."""

@@ -29,17 +29,16 @@ flight, as of the app secret.
 from __future__ import annotations
 
 import logging
-import math
 from datetime import datetime
 from typing import Final
 
 import httpx2
 
 from ..core.breaker import CircuitBreaker
+from ..core.credentials import guarded
 from ..core.errors import (
     ConfigError,
     InstanceNotInstalled,
-    InvalidCredentials,
     StorageError,
     with_request_id,
 )
@@ -145,33 +144,20 @@ class LegacyProvider(WixProvider):
         """One call of ``/oauth/access`` within the retry budget, the breaker and the
         credentials breaker, with ``grant`` (a code or refresh token) hidden meanwhile."""
         request = access_request(self.api_url, body)
-        permit = self.credentials.allow()
-        if permit is None:
-            raise InvalidCredentials(
-                f"{what}: not sent: Wix refused app {self.app_id}'s credentials "
-                f"{self.credentials.failures} times in a row; the next try in "
-                f"{math.ceil(self.credentials.retry_in())}s",
-                status=None,
+
+        def send() -> Flow[httpx2.Response]:
+            with self._in_flight.holding(grant):
+                return (yield from self.http.request_flow(request, what))
+
+        return (
+            yield from guarded(
+                self.credentials,
+                send(),
+                what=what,
+                refused=f"Wix refused app {self.app_id}'s credentials",
+                log=log,
             )
-        with self._in_flight.holding(grant):
-            try:
-                response = yield from self.http.request_flow(request, what)
-            except InvalidCredentials as exc:
-                if self.credentials.record_failure(permit):
-                    log.warning(
-                        "Wix refused app %s's credentials %d times in a row; /oauth/access "
-                        "is not sent for %gs (last refusal: %s)",
-                        self.app_id,
-                        self.credentials.failures,
-                        self.credentials.current_cooldown,
-                        exc,
-                    )
-                raise
-            except BaseException:
-                self.credentials.release(permit)  # no verdict on the credentials
-                raise
-        self.credentials.record_success(permit)
-        return response
+        )
 
     # -- the refresh token in the store ---------------------------------------------------
     def _record_flow(self, rkey: TokenKey) -> Flow[Token | None]:

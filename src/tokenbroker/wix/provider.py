@@ -11,15 +11,15 @@ installed" is ``NotInstalledRules``, extended by ``ProviderConfig.not_installed`
 from __future__ import annotations
 
 import logging
-import math
 import re
 from typing import Any, Final
 
 import httpx2
 
-from ..core.breaker import CircuitBreaker, Permit
+from ..core.breaker import CircuitBreaker
 from ..core.clock import to_datetime
-from ..core.errors import ConfigError, InvalidCredentials, ProviderError
+from ..core.credentials import guarded
+from ..core.errors import ConfigError, ProviderError
 from ..core.flow import Flow, run_async, run_sync
 from ..core.protocols import ProviderConfig
 from ..core.retry import RetryBudget
@@ -145,37 +145,15 @@ class WixProvider:
 
     def _token_flow(self, key: TokenKey) -> Flow[Token]:
         request = self._token_request(key)
-        permit = self._admit_credentials()
         obtained = self._clock.time()  # counted from before the request: errs early
-        try:
-            response = yield from self.http.request_flow(request, "Create Access Token")
-        except InvalidCredentials as exc:
-            if self.credentials.record_failure(permit):
-                log.warning(
-                    "Wix refused app %s's credentials %d times in a row; Create Access "
-                    "Token is not sent for %gs (last refusal: %s)",
-                    self.app_id,
-                    self.credentials.failures,
-                    self.credentials.current_cooldown,
-                    exc,
-                )
-            raise
-        except BaseException:
-            self.credentials.release(permit)  # no verdict on the credentials
-            raise
-        self.credentials.record_success(permit)
+        response = yield from guarded(
+            self.credentials,
+            self.http.request_flow(request, "Create Access Token"),
+            what="Create Access Token",
+            refused=f"Wix refused app {self.app_id}'s credentials",
+            log=log,
+        )
         return self.parse_token(key, response, obtained)
-
-    def _admit_credentials(self) -> Permit:
-        permit = self.credentials.allow()
-        if permit is None:
-            raise InvalidCredentials(
-                f"Create Access Token: not sent: Wix refused app {self.app_id}'s credentials "
-                f"{self.credentials.failures} times in a row; the next try in "
-                f"{math.ceil(self.credentials.retry_in())}s",
-                status=None,
-            )
-        return permit
 
     def parse_token(self, key: TokenKey, response: httpx2.Response, obtained: float) -> Token:
         """Strictly parse a Create Access Token answer; anything odd is a ProviderError."""
